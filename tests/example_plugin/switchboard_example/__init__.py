@@ -1,0 +1,134 @@
+"""An example third-party Switchboard provider.
+
+``example`` accounts "connect" at once and stay up until stopped. Sends go to an HTTP
+endpoint (``url``) as JSON when one is configured -- enough to exercise the whole outbound
+path against a loopback server -- and are otherwise numbered in memory.
+
+Installed through the ``switchboard.providers`` entry point (see this directory's
+pyproject.toml); ``docs/writing-a-provider.md`` walks through it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+import anyio
+from pydantic import SecretStr
+
+from gateway.errors import (
+    AuthFailed,
+    PermanentSendError,
+    RateLimited,
+    TargetError,
+    TargetNotFound,
+    TransientSendError,
+)
+from gateway.plugin import (
+    AccountConfig,
+    AccountContext,
+    BaseOutbound,
+    Capabilities,
+    ChatType,
+    ConfigSpec,
+    PluginMeta,
+    PollSupport,
+    ProviderPlugin,
+    ReloadSpec,
+    ResolvedAccount,
+    SecretSpec,
+    SendOptions,
+    SendResult,
+    Target,
+)
+
+
+class ExampleAccount(AccountConfig):
+    """Keys of one ``[providers.example.accounts.<id>]`` table."""
+
+    token: SecretStr | None = None
+    token_file: str | None = None
+    url: str | None = None
+    #: ``ok`` (default), ``crash`` (raise at start), ``auth`` (AuthFailed at start).
+    behaviour: str = "ok"
+    greeting: str = "hello"
+
+
+class ExampleClient:
+    """The one client per account: an HTTP session when ``url`` is set."""
+
+    def __init__(self, account: ExampleAccount, session: aiohttp.ClientSession | None):
+        self.account = account
+        self.session = session
+        self.ids = itertools.count(1)
+
+
+@asynccontextmanager
+async def open_client(resolved: ResolvedAccount) -> AsyncIterator[ExampleClient]:
+    account = resolved.config
+    assert isinstance(account, ExampleAccount)
+    if account.url is None:
+        yield ExampleClient(account, None)
+        return
+    async with aiohttp.ClientSession() as session:
+        yield ExampleClient(account, session)
+
+
+class ExampleGateway:
+    async def run_account(self, ctx: AccountContext) -> None:
+        account = ctx.account
+        assert isinstance(account, ExampleAccount)
+        if account.behaviour == "crash":
+            raise RuntimeError("example account crashed on purpose")
+        if account.behaviour == "auth":
+            raise AuthFailed("the example token was rejected")
+        ctx.set_status(greeting=account.greeting)
+        ctx.started()
+        await anyio.sleep_forever()
+
+
+class ExampleOutbound(BaseOutbound):
+    text_chunk_limit = 2000
+    chunker = "plain"
+
+    def resolve_target(self, raw: str, account: AccountConfig) -> Target:
+        value = raw.strip().removeprefix("example:")
+        kind, _, ident = value.partition(":") if ":" in value else ("chat", "", value)
+        if kind not in ("chat", "user") or not ident:
+            raise TargetError(f"Example target must be chat:<id> or user:<id>, got {raw!r}")
+        return Target(kind, ident)
+
+    async def send_text(self, ctx: AccountContext, target: Target, text: str, opts: SendOptions) -> SendResult:
+        client: ExampleClient = ctx.client
+        if client.session is None:
+            return SendResult(str(next(client.ids)), chat_id=target.id)
+        payload = {"account": ctx.key.account, "target": str(target), "text": text, "reply_to": opts.reply_to}
+        try:
+            async with client.session.post(client.account.url or "", json=payload) as resp:
+                body = await resp.json(content_type=None) if resp.content_length != 0 else {}
+                if resp.status == 429:
+                    raise RateLimited(float(resp.headers.get("Retry-After", "1")))
+                if resp.status == 404:
+                    raise TargetNotFound(f"unknown chat {target.id}")
+                if 400 <= resp.status < 500:
+                    raise PermanentSendError(f"rejected: HTTP {resp.status}")
+                if resp.status >= 500:
+                    raise TransientSendError(f"server error: HTTP {resp.status}")
+        except aiohttp.ClientError as exc:
+            raise TransientSendError(f"network error: {exc}") from None
+        return SendResult(str(body.get("id", next(client.ids))), chat_id=target.id)
+
+
+plugin = ProviderPlugin(
+    id="example",
+    meta=PluginMeta(label="Example", selection_label="Example (test provider)", aliases=("ex",),
+                    blurb="A provider that shows how plugins are written."),
+    capabilities=Capabilities(chat_types=frozenset({ChatType.DIRECT, ChatType.GROUP}), polls=PollSupport.EMULATED),
+    config=ConfigSpec(model=ExampleAccount, secrets=(SecretSpec("token", env="EXAMPLE_TOKEN", required=False),)),
+    gateway=ExampleGateway(),
+    outbound=ExampleOutbound(),
+    reload=ReloadSpec(live_keys=frozenset({"greeting"})),
+    open_client=open_client,
+)
