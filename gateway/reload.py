@@ -165,6 +165,8 @@ class Reloader:
         self._last_file_event = 0.0
         self._stop_watch = anyio.Event()
         self._accepting = True
+        self._debouncing = False
+        self._busy = False
         self.last: ReloadResult | None = None
         self.count = 0
         #: Callbacks run after every reload (metrics, SSE).
@@ -227,15 +229,24 @@ class Reloader:
             log.error("reload.watcher_failed", error=str(exc),
                       hint="reloads still work through SIGHUP and `switchboard reload`")
 
+    @property
+    def pending(self) -> bool:
+        """True while a file change is being debounced or a reload is queued or running."""
+        return self._file_event.is_set() or self._debouncing or self._wake.is_set() or self._busy
+
     async def _debounce(self) -> None:
         while True:
             await self._file_event.wait()
             self._file_event = anyio.Event()
+            self._debouncing = True
             while True:
                 wait = self._last_file_event + self.gateway.config.gateway.reload.debounce_ms / 1000 - time.monotonic()
                 if wait <= 0:
                     break
                 await anyio.sleep(wait)
+            # Every event so far is covered by this reload (no await since the last check).
+            self._file_event = anyio.Event()
+            self._debouncing = False
             self.request("watch")
 
     # --- worker --------------------------------------------------------------------------------------
@@ -247,7 +258,11 @@ class Reloader:
             triggers, self._triggers = self._triggers, []
             waiters, self._waiters = self._waiters, []
             trigger = ",".join(dict.fromkeys(triggers)) or "request"
-            result = await self._reload_once(trigger)
+            self._busy = True
+            try:
+                result = await self._reload_once(trigger)
+            finally:
+                self._busy = False
             for done, box in waiters:
                 box.append(result)
                 done.set()
@@ -276,6 +291,8 @@ class Reloader:
                     for p in exc.problems])
                 return result
             gw.status.set_global_issues("config", [])
+            # The new file's mode decides: switching `off` back to `hybrid` applies what was pending.
+            mode = new.gateway.reload.mode
             plan = build_plan(gw.config, new, {p.id: p.live_keys for p in gw.registry.list_plugins()},
                               {p.id: p.reload.prefixes for p in gw.registry.list_plugins()})
             result.plan = plan
@@ -307,7 +324,7 @@ class Reloader:
             self.last = result
             self.count += 1
             gw.status.update_gateway(reload={
-                "mode": gw.config.gateway.reload.mode, "last_at": result.at, "last_ok": result.ok,
+                "mode": mode, "last_at": result.at, "last_ok": result.ok,
                 "last_error": "; ".join(result.errors) or None, "last_trigger": trigger,
                 "last_actions": result.actions, "count": self.count})
             if notifier is not None:

@@ -118,3 +118,11 @@ def resolved_account(plugin: Any, account: str = "default", **keys: Any) -> Reso
     sources = {spec.field: ("config" if keys.get(spec.field) else "none") for spec in plugin.config.secrets}
     return ResolvedAccount(key=AccountKey(plugin.id, account), config=model,
                            secret_sources=sources, effective=dict(keys))
+
+
+async def wait_for_status(status: Any, predicate: Any, timeout: float = 5.0) -> None:
+    """Wait until ``predicate(status)`` is true, re-checking on every status change."""
+    with anyio.fail_after(timeout):
+        with status.subscribe() as changes:
+            while not predicate(status):
+                await changes.receive()

@@ -35,13 +35,17 @@ def run(config: ConfigOption = None) -> None:
     raise typer.Exit(code)
 
 
+#: sysexits' EX_CONFIG: systemd's RestartPreventExitStatus=78 stops a restart loop on a bad file.
+EX_CONFIG = 78
+
+
 def fail_config(exc: ConfigError) -> None:
     if len(exc.problems) == 1 and not exc.problems[0].path:
-        fail(exc.problems[0].message)
+        fail(exc.problems[0].message, EX_CONFIG)
     print(f"error: invalid configuration{f' in {exc.source}' if exc.source else ''}:", file=sys.stderr)
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)
-    raise typer.Exit(2)
+    raise typer.Exit(EX_CONFIG)
 
 
 def _register_optional_commands() -> None:

@@ -1,0 +1,115 @@
+"""Run the real daemon as a subprocess and read its JSON log lines and sd_notify messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class NotifySocket:
+    """A fake ``NOTIFY_SOCKET``: a datagram socket whose messages are queued for the test."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 10.0) -> str:
+        """Wait for a datagram containing ``line`` (e.g. ``STOPPING=1``)."""
+        deadline = time.monotonic() + timeout
+        for message in self.messages:
+            if line in message.splitlines():
+                return message
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if ready:
+                message = self.sock.recv(65536).decode()
+                self.messages.append(message)
+                if line in message.splitlines():
+                    return message
+        raise AssertionError(f"no {line!r} on the notify socket; got {self.messages}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Daemon:
+    """``switchboard run --config PATH`` with its stderr parsed as JSON log events."""
+
+    def __init__(self, config: Path, *, env: dict[str, str] | None = None):
+        full_env = {**os.environ, "SWITCHBOARD_GATEWAY__LOG_FORMAT": "json", **(env or {})}
+        full_env.pop("SWITCHBOARD_CONFIG", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=full_env, text=True)
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                self._queue.put(event)
+        self._queue.put(None)
+
+    def wait_event(self, predicate: Callable[[dict[str, Any]], bool] | str, timeout: float = 15.0) -> dict[str, Any]:
+        """Wait for a log event (by name or predicate), looking at what was already seen first."""
+        test = (lambda e: e.get("event") == predicate) if isinstance(predicate, str) else predicate
+        for event in self.events:
+            if test(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                event = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if event is None:
+                raise AssertionError(f"daemon exited ({self.proc.poll()}) before the event; output:\n" + self.output())
+            self.events.append(event)
+            if test(event):
+                return event
+        raise AssertionError("timed out waiting for a log event; output:\n" + self.output())
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
