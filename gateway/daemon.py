@@ -8,6 +8,7 @@ change.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ import structlog
 
 from gateway.app import Gateway
 from gateway.config import Config, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SwitchboardError
 from gateway.logging import configure_logging
 from gateway.registry import Registry
 from gateway.sdnotify import SystemdNotifier
@@ -29,8 +30,21 @@ log = structlog.get_logger("gateway.daemon")
 EXIT_FORCED = 130
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper collections for a long-running daemon with many long-lived objects.
+
+    With CPython's default gen0 threshold (700) starting ten thousand accounts triggers
+    thousands of collections that each walk the growing heap; freezing the objects created
+    at startup takes them out of every later collection.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run_daemon(config_path: Path) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
+    tune_gc()
     registry = Registry.discover()
     config = load_config(config_path, registry)  # ConfigError -> the CLI prints every problem
     redactor = SecretRedactor()
@@ -42,7 +56,22 @@ def run_daemon(config_path: Path) -> int:
         options = {"use_uvloop": True}
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         options = {}
-    return anyio.run(_main, config, registry, notifier, redactor, backend="asyncio", backend_options=options)
+    try:
+        return anyio.run(_main, config, registry, notifier, redactor, backend="asyncio", backend_options=options)
+    except BaseExceptionGroup as group:
+        raise _the_switchboard_error(group) from None
+
+
+def _the_switchboard_error(group: BaseExceptionGroup) -> BaseException:
+    """A start that failed on purpose (e.g. "already running") as its one error, for the CLI."""
+    errors = [e for e in _leaves(group) if isinstance(e, SwitchboardError)]
+    return errors[0] if len(errors) == 1 else group
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 async def _main(config: Config, registry: Registry, notifier: SystemdNotifier, redactor: SecretRedactor) -> int:

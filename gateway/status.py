@@ -52,6 +52,7 @@ class StatusStore:
         self._global_issues: dict[str, list[StatusIssue]] = {}
         self._subscribers: set[MemoryObjectSendStream[StatusChange]] = set()
         self._buffer = subscriber_buffer
+        self._state_counts: dict[str, int] = {s.value: 0 for s in AccountState}
         self.gateway: dict[str, Any] = {"pid": os.getpid(), "started_at": utcnow_iso()}
 
     # --- accounts ---------------------------------------------------------------------------
@@ -63,6 +64,7 @@ class StatusStore:
             snap.update(provider=key.provider, account=key.account, state=AccountState.STOPPED.value,
                         enabled=True, configured=True, connected=False, restarts=0, starts=0)
             self._accounts[key] = snap
+            self._state_counts[AccountState.STOPPED.value] += 1
         if initial:
             self.update(key, **initial)
         return snap
@@ -71,10 +73,12 @@ class StatusStore:
         snap = self._accounts.get(key)
         if snap is None:
             snap = self.ensure(key)
-        for name, value in fields.items():
-            if isinstance(value, AccountState):
-                fields[name] = value = value.value
-            snap[name] = value
+        state = fields.get("state")
+        if state is not None:
+            state = fields["state"] = AccountState(state).value
+            self._state_counts[snap["state"]] -= 1
+            self._state_counts[state] += 1
+        snap.update(fields)
         if self._subscribers:
             self._publish(StatusChange("account", key, dict(fields)))
 
@@ -91,10 +95,16 @@ class StatusStore:
             self.update(key, **{name: utcnow_iso()})
 
     def remove(self, key: AccountKey) -> None:
-        if self._accounts.pop(key, None) is not None:
+        snap = self._accounts.pop(key, None)
+        if snap is not None:
+            self._state_counts[snap["state"]] -= 1
             self._account_issues.pop(key, None)
             if self._subscribers:
                 self._publish(StatusChange("removed", key))
+
+    def get_field(self, key: AccountKey, name: str) -> Any:
+        snap = self._accounts.get(key)
+        return snap.get(name) if snap is not None else None
 
     def get(self, key: AccountKey) -> dict[str, Any] | None:
         snap = self._accounts.get(key)
@@ -112,10 +122,7 @@ class StatusStore:
         return [dict(s) for s in self._accounts.values()]
 
     def counts_by_state(self) -> dict[str, int]:
-        counts = {s.value: 0 for s in AccountState}
-        for snap in self._accounts.values():
-            counts[snap["state"]] += 1
-        return counts
+        return dict(self._state_counts)
 
     # --- issues -------------------------------------------------------------------------------
 
