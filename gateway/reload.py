@@ -12,6 +12,7 @@ keys update in place, anything else restarts that account only.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -218,7 +219,7 @@ class Reloader:
 
         # Small watchfiles debounce/step: our own debounce (debounce_ms) coalesces bursts and
         # re-reads the file, so an atomic save split across two batches is still one reload.
-        watcher = awatch(path.parent, watch_filter=relevant, debounce=50, step=10, recursive=False,
+        watcher = awatch(path.parent, watch_filter=relevant, debounce=50, step=5, recursive=False,
                          stop_event=self._stop_watch)
         task_status.started()
         try:
@@ -278,7 +279,8 @@ class Reloader:
         try:
             assert gw.config.path is not None, "no config file to reload"
             try:
-                new = await anyio.to_thread.run_sync(load_config, gw.config.path, gw.registry)
+                new = await anyio.to_thread.run_sync(
+                    functools.partial(load_config, gw.config.path, gw.registry, previous=gw.config))
             except ConfigError as exc:
                 result.ok = False
                 result.errors = [str(p) for p in exc.problems]

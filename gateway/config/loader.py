@@ -8,13 +8,17 @@ path) and raises one :class:`~gateway.errors.ConfigError` carrying all of them, 
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
+try:  # the same parser as the standard library's tomllib, compiled: ~2x faster on big files
+    import tomli as toml
+except ImportError:  # pragma: no cover
+    import tomllib as toml  # type: ignore[no-redef]
 
 from gateway.config.accounts import resolve_provider_accounts
 from gateway.config.model import GatewayConfig, HandlerConfig
@@ -74,21 +78,25 @@ def read_toml(path: Path) -> dict[str, Any]:
         # Almost always a save in progress; to stop everything, disable providers explicitly.
         raise ConfigError(f"config file {path} is empty", source=str(path))
     try:
-        return tomllib.loads(data.decode("utf-8"))
+        return toml.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8: {exc.reason} at byte {exc.start}",
                           source=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
+    except toml.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}", source=str(path)) from None
 
 
-def load_config(path: Path, registry: Registry, *, env: Mapping[str, str] | None = None) -> Config:
-    return parse_config(read_toml(path), registry, path=path, env=env)
+def load_config(path: Path, registry: Registry, *, env: Mapping[str, str] | None = None,
+                previous: Config | None = None) -> Config:
+    return parse_config(read_toml(path), registry, path=path, env=env, previous=previous)
 
 
 def parse_config(raw: Mapping[str, Any], registry: Registry, *, path: Path | None = None,
-                 env: Mapping[str, str] | None = None) -> Config:
-    """Validate a parsed TOML document into a :class:`Config` (or raise every problem)."""
+                 env: Mapping[str, str] | None = None, previous: Config | None = None) -> Config:
+    """Validate a parsed TOML document into a :class:`Config` (or raise every problem).
+
+    With ``previous``, accounts whose effective mapping did not change are reused as they are.
+    """
     env = os.environ if env is None else env
     problems: list[ConfigProblem] = []
     for key in raw:
@@ -123,8 +131,9 @@ def parse_config(raw: Mapping[str, Any], registry: Registry, *, path: Path | Non
             problems.append(ConfigProblem(where, f"is the same provider as providers.{pid}; merge the two tables"))
             continue
         providers[pid] = section
-        resolved, account_problems = resolve_provider_accounts(registry.get_plugin(pid), section, env=env,
-                                                               base_dir=base_dir)
+        resolved, account_problems = resolve_provider_accounts(
+            registry.get_plugin(pid), section, env=env, base_dir=base_dir,
+            previous=previous.accounts if previous is not None else None)
         problems.extend(account_problems)
         for account in resolved:
             accounts[account.key] = account
