@@ -14,12 +14,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every coroutine test runs under anyio's pytest plugin on asyncio.
-    for item in items:
-        fn = getattr(item, "function", None)
-        if fn is not None and inspect.iscoroutinefunction(fn) and not item.get_closest_marker("anyio"):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    # Every coroutine test runs under anyio's pytest plugin on asyncio. Marking the function
+    # before it is collected keeps @pytest.mark.parametrize working on async tests.
+    if inspect.iscoroutinefunction(obj) and collector.funcnamefilter(name):  # type: ignore[attr-defined]
+        pytest.mark.anyio(obj)
 
 
 _real_connect = socket.socket.connect
