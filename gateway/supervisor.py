@@ -419,8 +419,9 @@ class Supervisor:
             else "fix the account's configuration; it restarts on reload")
         self.status.update(runner.key, state=AccountState.FAILED, connected=False, last_error=message,
                            last_error_kind=kind, next_retry_at=None, last_stop_at=utcnow_iso())
-        self.status.add_account_issue(runner.key, StatusIssue(runner.key.provider, runner.key.account, kind,
-                                                              redact_account(str(error), runner.resolved), fix))
+        if not self.status.account_issues(runner.key):  # the plugin may have raised a more specific one
+            self.status.add_account_issue(runner.key, StatusIssue(runner.key.provider, runner.key.account, kind,
+                                                                  redact_account(str(error), runner.resolved), fix))
         log.error("account.failed", provider=runner.key.provider, account=runner.key.account, kind=kind,
                   error=message)
 
