@@ -57,7 +57,7 @@ class Gateway:
         self.events = EventBus()
         self.metrics = Metrics(self.status)
         self.db = Database.open_in(config.gateway.state_path)
-        self.webhooks = WebhookRouter()
+        self.webhooks = WebhookRouter(base_url=listen_url(config.gateway.control.listen))
         self.supervisor = Supervisor(registry, self.status, config.gateway.restart,
                                      AccountServices(emit=self.emit, store_for=self.account_store,
                                                      webhooks=self.webhooks))
@@ -167,8 +167,21 @@ async def _run_in_scope(scope: anyio.CancelScope, service: Service, *,
         await service.run(task_status=task_status)
 
 
+def listen_url(listen: str | None) -> str | None:
+    """``http://host:port`` for a ``gateway.control.listen`` value (wildcards shown as loopback)."""
+    if not listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{host}:{port}"
+
+
 def default_services() -> list[ServiceFactory]:
     """The services a daemon runs, in start order (reload watcher last)."""
+    from gateway.control import ControlServer
+    from gateway.inbound import InboundPipeline
+    from gateway.outbound import Outbox
     from gateway.reload import Reloader
 
-    return [Reloader]
+    return [InboundPipeline, Outbox, ControlServer, Reloader]

@@ -212,6 +212,9 @@ class Poll:
 class SendOptions:
     reply_to: str | None = None
     thread: str | None = None
+    #: ``<outbox id>:<part index>``, stable across retries and restarts: a provider that can
+    #: dedupe (Discord ``nonce``, Slack ``client_msg_id``) may pass it on.
+    delivery_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -402,7 +405,12 @@ class GatewayAdapter(Protocol):
 
 
 class OutboundAdapter(Protocol):
-    """The narrow send surface. Chunking, retries, rate limits live in the core above it."""
+    """The narrow send surface. Chunking, retries, rate limits live in the core above it.
+
+    Optional: ``reply_target(message: InboundMessage) -> str``, the target string that
+    reaches the chat of an inbound message (handler replies, pairing codes); without it the
+    chat id is used (see :class:`BaseOutbound`).
+    """
 
     text_chunk_limit: int
     chunker: Literal["markdown", "plain", "none"]
@@ -476,6 +484,10 @@ class BaseOutbound:
 
     def measure(self, text: str) -> int:
         return len(text)
+
+    def reply_target(self, message: InboundMessage) -> str:
+        """The target string (for ``resolve_target``) that reaches ``message``'s chat."""
+        return f"{message.chat.id}"
 
     async def send_media(self, ctx: AccountContext, target: Target, media: MediaPayload,
                          caption: str | None, opts: SendOptions) -> SendResult:

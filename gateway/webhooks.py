@@ -18,7 +18,10 @@ PREFIX = "/hooks"
 class WebhookRouter:
     """A :class:`gateway.plugin.WebhookMount` backed by one aiohttp catch-all route."""
 
-    def __init__(self) -> None:
+    def __init__(self, base_url: str | None = None) -> None:
+        #: ``http://host:port`` of the control TCP listener (``None`` without one): what a
+        #: plugin prints so a person knows where its page is (``webchat.ready url=...``).
+        self.base_url = base_url
         self._routes: dict[AccountKey, tuple[WebhookHandler, frozenset[str]]] = {}
         self._paths: dict[str, tuple[WebhookHandler, frozenset[str]]] = {}
 

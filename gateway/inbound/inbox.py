@@ -37,8 +37,9 @@ CREATE TABLE IF NOT EXISTS inbox (
     updated_at   REAL NOT NULL,
     UNIQUE (provider, account, message_id)
 );
-CREATE INDEX IF NOT EXISTS inbox_state ON inbox (state, seq);
-CREATE INDEX IF NOT EXISTS inbox_updated ON inbox (state, updated_at);
+-- Only unfinished rows are indexed: an insert and its "done" update stay cheap, and a
+-- restart finds the pending rows without scanning the dedupe window.
+CREATE INDEX IF NOT EXISTS inbox_open ON inbox (seq) WHERE state != 'done';
 """
 
 
@@ -72,7 +73,7 @@ class Inbox:
         self.db = db
         db.migrate(SCHEMA)
 
-    def insert(self, envelope: dict[str, Any]) -> int | None:
+    def insert(self, envelope: dict[str, Any]) -> InboxEntry | None:
         """Store a new message; ``None`` when (provider, account, id) is already known."""
         body = envelope["message"]
         now = time.time()
@@ -81,7 +82,11 @@ class Inbox:
             "VALUES (?,?,?,?,?,?,?) ON CONFLICT (provider, account, message_id) DO NOTHING",
             (envelope["provider"], envelope["account"], body["id"], body["chat"]["id"],
              json.dumps(envelope, ensure_ascii=False, separators=(",", ":")), now, now))
-        return cursor.lastrowid if cursor.rowcount == 1 else None
+        if cursor.rowcount != 1 or cursor.lastrowid is None:
+            return None
+        return InboxEntry(seq=cursor.lastrowid, provider=envelope["provider"], account=envelope["account"],
+                          message_id=body["id"], chat_id=body["chat"]["id"], state="pending", attempts=0,
+                          last_error=None, envelope=envelope, received_at=now, updated_at=now)
 
     def seen(self, provider: str, account: str, message_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM inbox WHERE provider=? AND account=? AND message_id=?",
@@ -93,11 +98,15 @@ class Inbox:
 
     def pending(self) -> list[InboxEntry]:
         """Every message not yet handled, oldest first (what a restart dispatches again)."""
-        return [_entry(r) for r in self.db.execute("SELECT * FROM inbox WHERE state='pending' ORDER BY seq")]
+        rows = self.db.execute("SELECT * FROM inbox WHERE state != 'done' AND state='pending' ORDER BY seq")
+        return [_entry(r) for r in rows]
 
     def list(self, state: InboxState | None = None, limit: int = 100) -> list[InboxEntry]:
         if state is None:
             rows = self.db.execute("SELECT * FROM inbox ORDER BY seq DESC LIMIT ?", (limit,))
+        elif state != "done":
+            rows = self.db.execute("SELECT * FROM inbox WHERE state != 'done' AND state=? ORDER BY seq DESC "
+                                   "LIMIT ?", (state, limit))
         else:
             rows = self.db.execute("SELECT * FROM inbox WHERE state=? ORDER BY seq DESC LIMIT ?", (state, limit))
         return [_entry(r) for r in rows]
