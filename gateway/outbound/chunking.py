@@ -1,31 +1,29 @@
 """Split outbound text into provider-sized chunks.
 
-Two chunkers share one forward-walking engine:
-
 * ``chunk_plain`` breaks at the last newline in the window, else the last whitespace, else
-  hard; break candidates inside parentheses are skipped while a better one exists.
-* ``chunk_markdown`` does the same but never leaves a fenced code block unbalanced: a chunk
-  that ends inside a fence gets ``indent + marker`` appended and the next chunk starts with
-  the original opener line (indentation, ``~~~``/four-backtick markers and info string kept).
+  hard; candidates inside a parenthetical are skipped while a better one exists.
+* ``chunk_markdown`` also never leaves a fenced code block unbalanced: a chunk ending inside
+  a fence gets ``indent + marker`` appended and the next chunk starts with the original
+  opener line (indentation, ``~~~``/four-backtick markers and info string kept).
 
-Lengths are counted with the provider's ``measure`` (``len``, ``utf16_len`` for Telegram, or
-any other callable) and every chunk satisfies ``measure(chunk) <= limit``, decorations
-included. The only exception is a single grapheme cluster (or code point) that is itself
-longer than the limit. Chunks never split a grapheme cluster otherwise: boundaries come from
-the ``regex`` package's ``\\X`` (full UAX #29: combining marks, ZWJ emoji, variation
-selectors, skin tones, flag pairs, CRLF), evaluated only around candidate break points so
-the cost stays local.
+Every chunk satisfies ``measure(chunk) <= limit`` (``len``, ``utf16_len`` for Telegram, or
+any callable), added fence lines included. Chunks never split a grapheme cluster unless it
+alone is longer than the limit (it is then split between code points; only a single code
+point longer than the limit, an emoji at a UTF-16 limit of 1, makes a chunk too long).
+Boundaries come from the ``regex`` package's ``\\X`` (full UAX #29: combining marks, ZWJ
+emoji, variation selectors, skin tones, flags, CRLF), evaluated only at break points.
 
-Complexity is linear in the input: fences are parsed once, the engine walks forward, and
-``measure`` is only applied to windows. ``len`` and ``utf16_len`` are recognised by
-identity and measured arithmetically; any other ``measure`` is binary-searched over
-prefixes of at most ``4 * limit`` characters (so it is assumed to count at least one unit
-per four characters and to grow with the text).
+Linear in the input: fences and parentheses are mapped once, the engine walks forward, and
+``measure`` only ever sees windows. ``len`` and ``utf16_len`` (recognised by identity) are
+computed arithmetically; any other measure is searched over prefixes of at most
+``4 * limit`` characters, so it must grow with the text and count at least one unit per
+four characters.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +36,9 @@ __all__ = ["chunk_markdown", "chunk_plain", "chunk_text", "utf16_len"]
 Measure = Callable[[str], int]
 
 # A fence line: up to three spaces, then three or more backticks or tildes, then anything.
-_FENCE_LINE = re.compile(r"^( {0,3})(`{3,}|~{3,})[^\n]*", re.M)
+_FENCE_LINE = r"( {0,3})(`{3,}|~{3,})[^\n]*"
+_FIRST_FENCE_LINE = re.compile(_FENCE_LINE)
+_NEXT_FENCE_LINE = re.compile("\n" + _FENCE_LINE)  # a literal first char scans much faster
 _PAREN = re.compile(r"[()]")
 _LEADING_SPACE = re.compile(r"\s*")
 _NON_SPACE = re.compile(r"\S")
@@ -88,20 +88,24 @@ class _Fence:
 def _parse_fences(text: str) -> list[_Fence]:
     """Fenced blocks in order; a fence closes on a line of the same char, at least as long."""
     fences: list[_Fence] = []
+    first = _FIRST_FENCE_LINE.match(text)
+    lines = _NEXT_FENCE_LINE.finditer(text)
     opening: re.Match[str] | None = None
-    for line in _FENCE_LINE.finditer(text):
+    for line in itertools.chain([first] if first else [], lines):
         if opening is None:
             opening = line
             continue
         marker, opener_marker = line.group(2), opening.group(2)
         if marker[0] == opener_marker[0] and len(marker) >= len(opener_marker):
-            fences.append(_Fence(opening.start(), opening.end(), line.start(), line.end(),
-                                 opening.group(0), opening.group(1) + opener_marker))
+            fences.append(_Fence(opening.start(1), opening.end(), line.start(1), line.end(),
+                                 text[opening.start(1):opening.end()],
+                                 opening.group(1) + opener_marker))
             opening = None
     if opening is not None:
         n = len(text)
-        fences.append(_Fence(opening.start(), opening.end(), n, n,
-                             opening.group(0), opening.group(1) + opening.group(2)))
+        fences.append(_Fence(opening.start(1), opening.end(), n, n,
+                             text[opening.start(1):opening.end()],
+                             opening.group(1) + opening.group(2)))
     return fences
 
 
@@ -120,21 +124,36 @@ class _Meter:
 class _Utf16Meter(_Meter):
     """UTF-16 units without prefix sums: encode only the window being fitted."""
 
+    def __init__(self, text: str, limit: int, measure: Measure) -> None:
+        super().__init__(text, limit, measure)
+        self.last = (-1, -1, 0)  # (s, e, units of text[s:e]): fits from one s overlap
+
     def _units(self, a: int, b: int) -> int:
         return len(self.text[a:b].encode("utf-16-le", "surrogatepass")) // 2
+
+    def _prefix_units(self, s: int, e: int) -> int:
+        last_s, last_e, units = self.last
+        if last_s != s:
+            units = self._units(s, e)
+        elif e <= last_e:
+            units -= self._units(e, last_e)
+        else:
+            units += self._units(last_e, e)
+        self.last = (s, e, units)
+        return units
 
     def fit(self, s: int, hi: int, prefix: str, suffix: str) -> int:
         room = self.limit - utf16_len(prefix) - utf16_len(suffix)
         e = min(hi, s + room)
         if e <= s:
             return s
-        excess = self._units(s, e) - room
+        excess = self._prefix_units(s, e) - room
         if excess <= 0:
             return e
         # Dropping `excess` characters always fits (each is >= 1 unit); then grow by half
         # the remaining gap at a time (each character is <= 2 units), so this is O(window).
         e -= excess
-        gap = room - self._units(s, e)
+        gap = room - self._prefix_units(s, e)
         while gap > 1 and e < hi:
             step = min(gap // 2, hi - e)
             gap -= self._units(e, e + step)
@@ -145,22 +164,35 @@ class _Utf16Meter(_Meter):
 
 
 class _SearchMeter(_Meter):
-    """Any other measure: binary search over prefixes bounded to 4 * limit characters."""
+    """Any other measure: a guarded secant search over prefixes of <= 4 * limit characters.
+
+    Measures like render-then-count cost O(length) per call, so few calls matter: a first
+    guess of one unit per character, interpolation between samples, and a bisection
+    whenever the same end moves twice (which keeps the worst case logarithmic).
+    """
 
     def fit(self, s: int, hi: int, prefix: str, suffix: str) -> int:
-        def fits(e: int) -> bool:
-            return self.measure(prefix + self.text[s:e] + suffix) <= self.limit
-
-        top = min(hi, s + 4 * self.limit)
-        if fits(top):
-            return top
-        lo = s
-        while top - lo > 1:
-            mid = (lo + top) // 2
-            if fits(mid):
-                lo = mid
+        limit, text, measure = self.limit, self.text, self.measure
+        top = min(hi, s + 4 * limit)
+        lo, lo_size = s, 0  # an empty body is taken to fit
+        bad, bad_size = top + 1, 0  # no sample too long yet
+        e, last_side = min(top, s + limit), 0
+        while bad - lo > 1:
+            size = measure(prefix + text[s:e] + suffix)
+            side = 1 if size <= limit else -1
+            if side > 0:
+                lo, lo_size = e, size
             else:
-                top = mid
+                bad, bad_size = e, size
+            if bad > top:  # everything fits so far: extrapolate, at least doubling
+                e = s + (lo - s) * limit // max(size, 1)
+                if side == last_side:
+                    e = max(e, s + 2 * (lo - s))
+            elif side == last_side:
+                e = (lo + bad) // 2
+            else:
+                e = lo + (bad - lo) * (limit - lo_size) // max(1, bad_size - lo_size)
+            e, last_side = min(bad - 1, max(lo + 1, e)), side
         return lo
 
 
@@ -177,13 +209,15 @@ class _Cut:
     end: int  # the chunk takes text[start:end]
     resume: int  # the next chunk starts here (before trimming)
     kind: int  # _NEWLINE, _SPACE or _HARD
-    close: _Fence | None = None  # append this fence's closer to the chunk
-    reopen: bool = False  # and start the next chunk with its opener
+    close: _Fence | None = None  # append this fence's closer (its own line unless reopen)
+    reopen: bool = False  # start the next chunk with the fence's opener
     bare: bool = False  # fence handling abandoned: no reopen prefix on this chunk
     forced: bool = False  # a single cluster longer than the limit: nothing shorter exists
 
 
 class _Chunker:
+    """One pass over one text: choose a break per chunk, never look back."""
+
     def __init__(self, text: str, limit: int, measure: Measure, markdown: bool,
                  max_lines: int | None) -> None:
         self.text, self.n, self.limit, self.measure = text, len(text), limit, measure
@@ -193,6 +227,9 @@ class _Chunker:
         self.fences = _parse_fences(text) if markdown else []
         self.starts = [f.open_start for f in self.fences]
         self.ends = [f.close_end for f in self.fences]
+        self.blocked = self._map_blocked()
+        self.blocked_starts = [a for a, _ in self.blocked]
+        self.blocked_ends = [b for _, b in self.blocked]
 
     def run(self) -> list[str]:
         chunks: list[str] = []
@@ -234,13 +271,15 @@ class _Chunker:
             sep = "" if body.endswith("\n") else "\n"
             return prefix + body + sep + cut.close.closer
         body = self.text[s:self._trim_end(s, cut.end)]
-        if cut.close is not None:  # only whitespace was left in the fence: close it for good
-            return prefix + body + "\n" + cut.close.closer
+        if cut.close is not None and cut.close.close_end > cut.close.close_start:
+            # Only whitespace was left in the fence: end it with its own closing line.
+            return prefix + body + "\n" + self.text[cut.close.close_start:cut.close.close_end]
         return prefix + body
 
     # -- choosing the break ------------------------------------------------------------
 
     def _select(self, s: int, prefix: str, hi: int, *, lines: bool, fences: bool) -> _Cut:
+        """The best break for the chunk starting at s (after `prefix`), within text[:hi]."""
         text, n = self.text, self.n
         if not fences:
             prefix = ""
@@ -251,30 +290,37 @@ class _Chunker:
             w = newlines[budget - 1]
         elif w >= n:
             return _Cut(n, n, _HARD, bare=not fences)
-        spans = self._fences_between(s, w) if fences else []
+        # A fence we resumed inside without reopening was given up on: plain text now.
+        stale = self._fence_at(s) if fences and not prefix else None
+        spans = [f for f in self._fences_between(s, w) if f is not stale] if fences else []
         fence_blocks = [(f.open_start, f.close_end) for f in spans]
-        blocks = _merge(fence_blocks + self._paren_blocks(s, w, spans))
+        blocks = self._blocked_between(s, w) if fences else fence_blocks
         last = min(w, n - 1)
 
         def find_space(a: int, b: int) -> int:
             return self._find_space(a, b, s)
 
+        def find_newline(a: int, b: int) -> int:
+            return text.rfind("\n", a, b)
+
+        def cut_at(i: int, kind: int) -> _Cut:
+            end = i - 1 if kind == _NEWLINE and text[i - 1] == "\r" else i
+            return _Cut(end, i + 1, kind, bare=not fences)
+
         # Depth-0 candidates outside fences first; then a newline inside a fence; only
         # then a break inside parentheses, which still beats cutting a word.
-        for blocked in (blocks, fence_blocks):
-            i = self._last_free(self._find_newline, s + 1, last + 1, blocked)
+        for find, kind in ((find_newline, _NEWLINE), (find_space, _SPACE)):
+            i = _last_free(find, s + 1, last + 1, blocks)
             if i >= 0:
-                return _Cut(i - 1 if text[i - 1] == "\r" else i, i + 1, _NEWLINE, bare=not fences)
-            i = self._last_free(find_space, s + 1, last + 1, blocked)
+                return cut_at(i, kind)
+        cut = self._newline_in_fence(s, w, prefix, spans, newlines)
+        if cut is not None:
+            return cut
+        for find, kind in ((find_newline, _NEWLINE), (find_space, _SPACE)):
+            i = _last_free(find, s + 1, last + 1, fence_blocks)
             if i >= 0:
-                return _Cut(i, i + 1, _SPACE, bare=not fences)
-            if blocked is blocks:
-                cut = self._newline_in_fence(s, w, prefix, spans, newlines)
-                if cut is not None:
-                    return cut
-                if blocks == fence_blocks:
-                    break
-        cut = self._hard_cut(s, w, prefix, newlines, fences)
+                return cut_at(i, kind)
+        cut = self._hard_cut(s, w, prefix, newlines, fences, stale)
         if cut is not None:
             return cut
         # The limit cannot hold the fence decorations (or the line limit cannot be met with
@@ -297,10 +343,10 @@ class _Chunker:
                 return _Cut(end, i + 1, _NEWLINE, close=f, reopen=True)
         return None
 
-    def _hard_cut(self, s: int, w: int, prefix: str, newlines: list[int],
-                  fences: bool) -> _Cut | None:
+    def _hard_cut(self, s: int, w: int, prefix: str, newlines: list[int], fences: bool,
+                  stale: _Fence | None) -> _Cut | None:
         f = self._fence_at(w) if fences else None
-        if f is None:
+        if f is None or f is stale:
             end = self._cluster_floor(w, s)
             if end > s:
                 return _Cut(end, end, _HARD, bare=not fences)
@@ -311,8 +357,14 @@ class _Chunker:
         if w > f.open_end or s > f.open_start:  # inside the content or the closing line
             wf = self._fence_window(s, min(w, f.close_start), prefix, f, newlines)
             end = self._cluster_floor(wf, s)
-            if end > self._last_non_space(f):
-                return _Cut(end, f.close_end, _NEWLINE, close=f)
+            last = max(s, self._last_non_space(f))
+            if end > last:
+                # Reopening would leave a chunk of fence lines only: drop the whitespace and
+                # close with the fence's own closing line instead, if it fits.
+                own = "\n" + self.text[f.close_start:f.close_end]
+                end = self._cluster_floor(self.meter.fit(s, wf, prefix, own), s)
+                if end > last:
+                    return _Cut(end, f.close_end, _NEWLINE, close=f)
             content = s if s > f.open_start else f.open_end + 1
             if _NON_SPACE.search(self.text, content, max(content, end)):
                 return _Cut(end, end, _HARD, close=f, reopen=True)
@@ -368,50 +420,32 @@ class _Chunker:
         m = _LAST_NON_SPACE.search(self.text, f.open_end + 1, f.close_start)
         return m.start() if m else f.open_end
 
-    def _paren_blocks(self, s: int, w: int, spans: list[_Fence]) -> list[tuple[int, int]]:
-        """Ranges inside parentheses in this window, code blocks ignored, as [a, b)."""
-        segments, pos = [], s
-        for f in spans:
-            segments.append((pos, f.open_start))
-            pos = max(pos, f.close_end)
-        segments.append((pos, w))
-        blocks: list[tuple[int, int]] = []
-        depth, opened = 0, 0
-        for a, b in segments:
-            for m in _PAREN.finditer(self.text, a, max(a, b)):
-                if m.group() == "(":
-                    if depth == 0:
-                        opened = m.start() + 1
-                    depth += 1
-                elif depth > 0:
-                    depth -= 1
-                    if depth == 0:
-                        blocks.append((opened, m.start()))
-        if depth > 0:
-            blocks.append((opened, w + 1))
-        return blocks
+    def _blocked_between(self, s: int, w: int) -> list[tuple[int, int]]:
+        """Code blocks and parentheticals overlapping text[s:w], as sorted [a, b) ranges."""
+        lo = bisect.bisect_right(self.blocked_ends, s)
+        return self.blocked[lo:bisect.bisect_right(self.blocked_starts, w)]
 
-    @staticmethod
-    def _last_free(find: Callable[[int, int], int], lo: int, end: int,
-                   blocked: list[tuple[int, int]]) -> int:
-        """The last hit of find in [lo, end) outside the sorted, disjoint blocked ranges."""
-        k = len(blocked) - 1
-        while end > lo:
-            while k >= 0 and blocked[k][0] >= end:
-                k -= 1
-            if k >= 0 and blocked[k][1] >= end:
-                end = blocked[k][0]
-                k -= 1
-                continue
-            i = find(max(lo, blocked[k][1]) if k >= 0 else lo, end)
-            if i >= 0 or k < 0:
-                return i
-            end = blocked[k][0]
-            k -= 1
-        return -1
-
-    def _find_newline(self, a: int, b: int) -> int:
-        return self.text.rfind("\n", a, b)
+    def _map_blocked(self) -> list[tuple[int, int]]:
+        """One pass over the parentheses outside code: pairs that close within `limit`
+        characters are parentheticals; a "(" that never closes (":(") opens nothing."""
+        blocked: list[tuple[int, int]] = []  # sorted and disjoint as built
+        opened: list[int] = []
+        text, reach = self.text, self.limit
+        for f in [*self.fences, None]:
+            for m in _PAREN.finditer(text, blocked[-1][1] if blocked else 0,
+                                     f.open_start if f else self.n):
+                p = m.start()
+                if text[p] == "(":
+                    opened.append(p)
+                elif opened:
+                    o = opened.pop()
+                    if p - o <= reach:
+                        while blocked and blocked[-1][0] > o:  # nested inside this pair
+                            blocked.pop()
+                        blocked.append((o + 1, p))
+            if f is not None:
+                blocked.append((f.open_start, f.close_end))
+        return blocked
 
     def _find_space(self, a: int, b: int, lo: int) -> int:
         while b > a:
@@ -468,22 +502,23 @@ class _Chunker:
         return p if _CLUSTER.match(self.text, last).end() == p else last
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
-
-
-def _fits(text: str, limit: int, measure: Measure, max_lines: int | None) -> bool:
-    if max_lines is not None and text.count("\n") >= max_lines:
-        return False
-    if measure is not len and measure is not utf16_len and len(text) > 4 * limit:
-        return False  # don't hand a huge text to an expensive measure just to learn that
-    return measure(text) <= limit
+def _last_free(find: Callable[[int, int], int], lo: int, end: int,
+               blocked: list[tuple[int, int]]) -> int:
+    """The last hit of find in [lo, end) outside the sorted, disjoint blocked ranges."""
+    k = len(blocked) - 1
+    while end > lo:
+        while k >= 0 and blocked[k][0] >= end:
+            k -= 1
+        if k >= 0 and blocked[k][1] >= end:
+            end = blocked[k][0]
+            k -= 1
+            continue
+        i = find(max(lo, blocked[k][1]) if k >= 0 else lo, end)
+        if i >= 0 or k < 0:
+            return i
+        end = blocked[k][0]
+        k -= 1
+    return -1
 
 
 def _chunk(text: str, limit: int, measure: Measure, markdown: bool,
@@ -494,7 +529,10 @@ def _chunk(text: str, limit: int, measure: Measure, markdown: bool,
         raise ValueError(f"max_lines must be at least 1, got {max_lines}")
     if not text:
         return []
-    if _fits(text, limit, measure, max_lines):
+    lines_ok = max_lines is None or text.count("\n") < max_lines
+    # Don't hand a huge text to a possibly expensive measure just to learn it is too long.
+    small = measure is len or measure is utf16_len or len(text) <= 4 * limit
+    if lines_ok and small and measure(text) <= limit:
         return [text]
     return _Chunker(text, limit, measure, markdown, max_lines).run()
 
