@@ -5,8 +5,9 @@ No global state: tests build several gateways in one process. The daemon
 
 Start order: state store, supervisor, inbound pipeline, outbox, control server, accounts,
 config watcher. Shutdown order (DESIGN.md §4): stop the watcher, stop accepting control
-requests that create work, stop accounts in parallel (bounded), flush the outbox (bounded),
-close the control server.
+requests that create work, drain the inbound pipeline and flush the outbox (each bounded by
+``gateway.outbox.flush_timeout_s``; the outbox lets sends in flight finish while the accounts
+are still connected), stop accounts in parallel (bounded), close the control server.
 """
 
 from __future__ import annotations
@@ -149,13 +150,15 @@ class Gateway:
             stop_accepting = getattr(service, "stop_accepting", None)
             if stop_accepting is not None:
                 stop_accepting()
-        stragglers = await self.supervisor.shutdown()
-        self.stragglers = stragglers
+        # Drain while the accounts still run: sends in flight need their account's client,
+        # and a send cut off by the account stopping is sent again after the restart.
         for service in self.services:
             drain = getattr(service, "drain", None)
             if drain is not None:
                 with anyio.move_on_after(self.config.gateway.outbox.flush_timeout_s):
                     await drain()
+        stragglers = await self.supervisor.shutdown()
+        self.stragglers = stragglers
         for scope in reversed(service_scopes):
             scope.cancel()
         log.info("gateway.stopped", stragglers=[str(k) for k in stragglers])

@@ -45,6 +45,7 @@ def tune_gc() -> None:
 def run_daemon(config_path: Path) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code."""
     tune_gc()
+    os.umask(0o077)  # state files (the SQLite WAL and shm included) are the daemon's alone
     registry = Registry.discover()
     config = load_config(config_path, registry)  # ConfigError -> the CLI prints every problem
     redactor = SecretRedactor()

@@ -32,6 +32,11 @@ class EventBus:
         self._subscribers: set[MemoryObjectSendStream[Event]] = set()
         self._buffer = buffer
 
+    @property
+    def has_subscribers(self) -> bool:
+        """Lets a hot path skip building an event nobody would receive."""
+        return bool(self._subscribers)
+
     def publish(self, kind: str, data: Mapping[str, Any]) -> None:
         if not self._subscribers:
             return

@@ -66,17 +66,39 @@ _register_optional_commands()
 
 
 def main() -> None:
+    raise SystemExit(_run_app())
+
+
+def _run_app() -> int:
     try:
-        app()
-    except ConfigError as exc:
-        fail_config(exc)
-    except SwitchboardError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
-    except Exception as exc:  # noqa: BLE001 - no traceback ever reaches the user
-        if os.environ.get("SWITCHBOARD_DEBUG"):
-            raise
-        print(f"error: internal error: {type(exc).__name__}: {exc} (set SWITCHBOARD_DEBUG=1 for details)",
-              file=sys.stderr)
-        raise SystemExit(1) from None
+        from typer._click import exceptions as click_errors  # typer >= 0.22 vendors click
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+    try:
+        try:
+            result = app(standalone_mode=False)  # usage errors come back to us: one line, no box
+        except ConfigError as exc:
+            fail_config(exc)
+        except SwitchboardError as exc:
+            fail(str(exc))
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()
+            return exc.exit_code
+        except click_errors.UsageError as exc:
+            hint = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+            print(f"error: {exc.format_message().rstrip('.')}{hint}", file=sys.stderr)
+            return exc.exit_code
+        except click_errors.ClickException as exc:
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            return exc.exit_code
+        except (typer.Abort, KeyboardInterrupt):
+            return 130
+        except Exception as exc:  # noqa: BLE001 - no traceback ever reaches the user
+            if os.environ.get("SWITCHBOARD_DEBUG"):
+                raise
+            print(f"error: internal error: {type(exc).__name__}: {exc} (set SWITCHBOARD_DEBUG=1 for details)",
+                  file=sys.stderr)
+            return 1
+    except typer.Exit as exc:
+        return exc.exit_code
+    return result if isinstance(result, int) else 0

@@ -11,7 +11,7 @@ pyproject.toml); ``docs/writing-a-provider.md`` walks through it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -19,6 +19,7 @@ import anyio
 from pydantic import SecretStr
 
 from gateway.errors import (
+    AccountNotReady,
     AuthFailed,
     PermanentSendError,
     RateLimited,
@@ -41,6 +42,7 @@ from gateway.plugin import (
     SecretSpec,
     SendOptions,
     SendResult,
+    StatusIssue,
     Target,
 )
 
@@ -54,6 +56,9 @@ class ExampleAccount(AccountConfig):
     #: ``ok`` (default), ``crash`` (raise at start), ``auth`` (AuthFailed at start).
     behaviour: str = "ok"
     greeting: str = "hello"
+    #: What ``switchboard status --probe`` finds: a slow probe, or a failing one.
+    probe_delay_s: float = 0.0
+    probe_fail: bool = False
 
 
 class ExampleClient:
@@ -104,7 +109,9 @@ class ExampleOutbound(BaseOutbound):
         client: ExampleClient = ctx.client
         if client.session is None:
             return SendResult(str(next(client.ids)), chat_id=target.id)
-        payload = {"account": ctx.key.account, "target": str(target), "text": text, "reply_to": opts.reply_to}
+        # delivery_id (outbox id + part index) lets the receiving end drop a resend after a crash.
+        payload = {"account": ctx.key.account, "target": str(target), "text": text, "reply_to": opts.reply_to,
+                   "delivery_id": opts.delivery_id}
         try:
             async with client.session.post(client.account.url or "", json=payload) as resp:
                 body = await resp.json(content_type=None) if resp.content_length != 0 else {}
@@ -121,6 +128,28 @@ class ExampleOutbound(BaseOutbound):
         return SendResult(str(body.get("id", next(client.ids))), chat_id=target.id)
 
 
+class ExampleStatus:
+    """Probes and status issues (``switchboard status --probe``)."""
+
+    async def probe(self, ctx: AccountContext | None, resolved: ResolvedAccount, timeout: float) -> dict[str, object]:
+        account = resolved.config
+        assert isinstance(account, ExampleAccount)
+        await anyio.sleep(account.probe_delay_s)  # the core bounds every probe by ``timeout``
+        if account.probe_fail:
+            raise AccountNotReady("the example service did not answer")
+        return {"ok": True, "connected": ctx is not None}
+
+    def collect_issues(self, snapshots: Sequence[Mapping[str, object]]) -> list[StatusIssue]:
+        issues = []
+        for snap in snapshots:
+            probe = snap.get("probe")
+            if isinstance(probe, Mapping) and not probe.get("ok"):
+                issues.append(StatusIssue("example", str(snap["account"]), "runtime",
+                                          f"probe failed: {probe.get('error')}",
+                                          "check the account's url, then run `switchboard status --probe` again"))
+        return issues
+
+
 plugin = ProviderPlugin(
     id="example",
     meta=PluginMeta(label="Example", selection_label="Example (test provider)", aliases=("ex",),
@@ -129,6 +158,7 @@ plugin = ProviderPlugin(
     config=ConfigSpec(model=ExampleAccount, secrets=(SecretSpec("token", env="EXAMPLE_TOKEN", required=False),)),
     gateway=ExampleGateway(),
     outbound=ExampleOutbound(),
+    status=ExampleStatus(),
     reload=ReloadSpec(live_keys=frozenset({"greeting"})),
     open_client=open_client,
 )
