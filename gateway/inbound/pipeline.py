@@ -136,8 +136,10 @@ class InboundPipeline:
     def _rejected(self, message: InboundMessage, result: str, reason: str) -> bool:
         self.gateway.metrics.inbound.labels(message.provider, message.account, result).inc()
         self.gateway.events.publish("inbound", _event(message, result, reason, None))
-        log.debug("inbound.rejected", provider=message.provider, account=message.account, message_id=message.id,
-                  chat_id=message.chat.id, sender_id=message.sender.id, result=result, reason=reason)
+        # Group chatter without a mention is routine; every other refusal is worth a line at info.
+        emit = log.debug if reason in ("not_mentioned", "duplicate") else log.info
+        emit("inbound.rejected", provider=message.provider, account=message.account, message_id=message.id,
+             chat_id=message.chat.id, sender_id=message.sender.id, result=result, reason=reason)
         return False
 
     # --- pairing -------------------------------------------------------------------------------
