@@ -234,7 +234,8 @@ def test_outbound_limits() -> None:
 
 
 def _inbound(**fields: Any) -> InboundMessage:
-    base: dict[str, Any] = {"provider": "slack", "account": "default", "id": f"C1:{TS}", "chat": Chat("C1"),
+    base: dict[str, Any] = {"provider": "slack", "account": "default", "id": f"C1:{TS}",
+                            "chat": Chat("C1", ChatType.CHANNEL),
                             "sender": Sender("U2")}
     return InboundMessage(**{**base, **fields})
 
@@ -242,11 +243,20 @@ def _inbound(**fields: Any) -> InboundMessage:
 @pytest.mark.parametrize("message,expected", [
     (_inbound(), f"channel:C1:thread:{TS}"),
     (_inbound(thread="1764060000.000001"), "channel:C1:thread:1764060000.000001"),
-    (_inbound(id=f"D2:{TS}", chat=Chat("D2", ChatType.DIRECT)), f"channel:D2:thread:{TS}"),
+    (_inbound(id=f"D2:{TS}", chat=Chat("D2", ChatType.DIRECT)), "channel:D2"),  # a DM is answered top-level
+    (_inbound(id=f"D2:{TS}", chat=Chat("D2", ChatType.DIRECT), thread="1764060000.000001"),
+     "channel:D2:thread:1764060000.000001"),
     (_inbound(id="C1:1.5:vote:U2:9.9", type="poll_vote", reply_to=f"C1:{TS}"), f"channel:C1:thread:{TS}"),
     (_inbound(id="odd"), "channel:C1"),
 ])
-def test_reply_target_keeps_every_chunk_in_the_thread(message: InboundMessage, expected: str) -> None:
+def test_reply_target_keeps_every_chunk_in_the_thread_except_top_level_dms(message: InboundMessage, expected: str) -> None:
     target = outbound.reply_target(message)
     assert target == expected
     assert str(outbound.resolve_target(target, plugin.config.model())) == expected
+
+
+async def test_reply_to_in_a_direct_conversation_is_not_turned_into_a_thread() -> None:
+    from providers.slack.send import _thread
+
+    assert _thread(Target("channel", "D2"), SendOptions(reply_to=f"D2:{TS}")) == {}
+    assert _thread(Target("channel", "C1"), SendOptions(reply_to=f"C1:{TS}")) == {"thread_ts": TS}

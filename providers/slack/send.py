@@ -14,6 +14,7 @@ from gateway.plugin import (
     AccountConfig,
     AccountContext,
     BaseOutbound,
+    ChatType,
     InboundMessage,
     MediaKind,
     MediaPayload,
@@ -55,8 +56,12 @@ class SlackOutbound(BaseOutbound):
 
         A reply on Slack is a thread reply, and the thread rides in the target so that every
         chunk of a long reply lands in it (the outbox passes ``reply_to`` on the first only).
+        A direct message outside a thread is answered in the conversation itself, as a person
+        would.
         """
         thread = message.thread
+        if thread is None and message.chat.type == ChatType.DIRECT:
+            return f"channel:{message.chat.id}"
         if thread is None:
             reference = message.reply_to if message.type == "poll_vote" else message.id
             ts = (reference or "").rpartition(":")[2]
@@ -135,8 +140,10 @@ async def _channel(client: SlackClient, target: Target) -> str:
 
 
 def _thread(target: Target, opts: SendOptions) -> dict[str, str]:
-    # Slack has no reply-to: a reply is a thread under the replied-to message.
-    reference = opts.thread or target.thread or opts.reply_to
+    # Slack has no reply-to: a reply is a thread under the replied-to message -- except in a
+    # direct conversation (ids starting with D), where a top-level answer reads naturally.
+    reply_to = opts.reply_to if not target.id.startswith("D") else None
+    reference = opts.thread or target.thread or reply_to
     return {"thread_ts": thread_ts(reference)} if reference else {}
 
 
