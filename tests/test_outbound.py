@@ -339,3 +339,9 @@ async def test_deliver_after_shutdown_is_refused(tmp_path: Path) -> None:
         pass  # leaving the block waits for the gateway to stop
     with pytest.raises(OutboxClosed):
         await outbox.deliver(DeliveryRequest("fake", "chat:1", "late"))
+
+
+async def test_text_with_an_unpaired_surrogate_is_refused(tmp_path: Path) -> None:
+    async with outbox_gateway(fake_config(tmp_path / "state"), fake_plugin()) as (_, outbox):
+        with pytest.raises(InvalidRequest, match="not valid Unicode: an unpaired surrogate at character 3"):
+            await outbox.deliver(DeliveryRequest("fake", "chat:1", "abc\ud800"))

@@ -382,3 +382,11 @@ async def test_outbox_is_a_default_service() -> None:
 
     services = default_services()
     assert Outbox in services and services[-1].__name__ == "Reloader"
+
+
+async def test_listing_an_unknown_state_is_an_error(tmp_path: Path) -> None:
+    from gateway.errors import InvalidRequest
+
+    async with outbox_gateway(fake_config(tmp_path / "state"), fake_plugin()) as (_, outbox):
+        with pytest.raises(InvalidRequest, match="unknown outbox state 'lost'"):
+            outbox.list("lost")

@@ -3,6 +3,7 @@
 See ``docs/outbound.md``.
 """
 
+from gateway.outbound.lanes import DEFAULT_MAX_IN_FLIGHT
 from gateway.outbound.model import (
     AccountRemoved,
     DeliveryRecord,
@@ -11,7 +12,6 @@ from gateway.outbound.model import (
     OutboxClosed,
     PollRequest,
 )
-from gateway.outbound.lanes import DEFAULT_MAX_IN_FLIGHT
 from gateway.outbound.outbox import Outbox
 from gateway.outbound.plan import normalize_poll, poll_text
 

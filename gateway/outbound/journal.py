@@ -59,11 +59,13 @@ class GroupCommit:
         self.running = False
 
     def queue(self, *statements: Statement) -> tuple[CommitBatch, int]:
+        """Queue one op (committed with the current batch); returns the batch and its index."""
         batch = self._batch
         batch.ops.append(statements)
-        if len(batch.ops) == 1 and self._wake is not None:
+        index = len(batch.ops) - 1
+        if index == 0 and self._wake is not None:
             self._wake.set()
-        return batch, len(batch.ops) - 1
+        return batch, index
 
     async def commit(self, *statements: Statement) -> None:
         """Queue ``statements`` and return once they are committed (raise if they failed)."""

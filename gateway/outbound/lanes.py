@@ -306,7 +306,8 @@ class Dispatcher:
         if job.dropped:
             return _DONE
         job.updated = time.time()
-        # The job says "delivered" only once the table does (get() never runs ahead of it).
+        # The job says "delivered" only once the table does (get() never runs ahead of it),
+        # and this lane sends nothing more until then.
         await journal.commit(job.final_statement(DELIVERED, None, None))
         job.state, job.last_error, job.error_code = DELIVERED, None, None
         self._finished(account, job)

@@ -56,6 +56,8 @@ class Plan:
 
 @dataclass(frozen=True)
 class Resolved:
+    """Where a request goes; cached per (provider, account, target) string by the outbox."""
+
     key: AccountKey
     plugin: ProviderPlugin
     outbound: OutboundAdapter
