@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup
 
 from gateway.backoff import Backoff
 from gateway.config.model import RestartConfig
-from gateway.errors import AccountNotReady, AuthFailed, ConfigInvalid, RateLimited
+from gateway.errors import AccountNotReady, AuthFailed, ConfigInvalid, RateLimited, UnknownAccount
 from gateway.plugin import (
     AccountConfig,
     AccountKey,
@@ -110,7 +110,7 @@ class RuntimeContext:
 class AccountRunner:
     """Book-keeping for one account: its lock, scope, completion event and live context."""
 
-    __slots__ = ("key", "plugin", "resolved", "_lock", "scope", "done", "ctx", "connected_at", "_running")
+    __slots__ = ("key", "plugin", "resolved", "_lock", "scope", "done", "ctx", "connected_at", "_running", "removed")
 
     def __init__(self, plugin: ProviderPlugin, resolved: ResolvedAccount):
         self.key = resolved.key
@@ -122,6 +122,7 @@ class AccountRunner:
         self.ctx: RuntimeContext | None = None
         self.connected_at: float | None = None
         self._running: anyio.Event | None = None
+        self.removed = False
 
     @property
     def lock(self) -> anyio.Lock:
@@ -152,8 +153,15 @@ class AccountRunner:
         if self._running is not None and self._running.is_set():
             self._running = None
 
+    def mark_removed(self) -> None:
+        self.removed = True
+        if self._running is not None:
+            self._running.set()
+
     async def wait_running(self) -> RuntimeContext:
         while True:
+            if self.removed:
+                raise UnknownAccount(f"account {self.key} was removed from the configuration")
             if self.connected_at is not None and self.ctx is not None:
                 return self.ctx
             if self._running is None:
@@ -207,7 +215,10 @@ class Supervisor:
         return runner.ctx
 
     async def wait_running(self, key: AccountKey) -> RuntimeContext:
-        """Wait (unbounded: wrap in a timeout) until ``key`` is connected."""
+        """Wait (unbounded: wrap in a timeout) until ``key`` is connected.
+
+        Raises :class:`~gateway.errors.UnknownAccount` if the account is removed meanwhile.
+        """
         runner = self._runners.get(key)
         if runner is None:
             raise KeyError(str(key))
@@ -238,6 +249,7 @@ class Supervisor:
             stopped = await self._stop_locked(runner)
             if remove and self._runners.get(key) is runner:
                 del self._runners[key]
+                runner.mark_removed()
                 self.status.remove(key)
         return stopped
 

@@ -193,3 +193,29 @@ async def test_secrets_never_reach_logs_or_snapshots(tmp_path):
     assert secret not in repr(logs)
     assert "***" in gw.status.get(key("scripted", "leaky"))["last_error"]
     assert token_sources == {"leaky": "config", "filed": "file"}
+
+
+async def test_waiting_for_an_account_that_is_removed_raises_instead_of_hanging(tmp_path):
+    from gateway.errors import UnknownAccount
+
+    plugin, _ = scripted_plugin()
+    path = write_config(tmp_path, """
+        [providers.scripted.accounts.gone]
+        mode = "crash"
+        """)
+    async with running_gateway(path, Registry([plugin])) as gw:
+        gone = key("scripted", "gone")
+        outcome: list[BaseException] = []
+
+        async def waiter() -> None:
+            try:
+                await gw.supervisor.wait_running(gone)
+            except UnknownAccount as exc:
+                outcome.append(exc)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter)
+                await wait_for_status(gw.status, lambda s: s.get(gone)["restarts"] >= 1)
+                await gw.supervisor.stop_account(gone, remove=True)
+        assert len(outcome) == 1 and "removed" in str(outcome[0])
