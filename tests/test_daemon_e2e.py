@@ -103,3 +103,18 @@ def _drain(daemon: Daemon) -> list[dict]:
         if item is not None:
             out.append(item)
     return out
+
+
+def test_the_daemon_pings_the_watchdog_from_its_event_loop(tmp_path, notify):
+    # WATCHDOG_USEC=400000 -> a ping every 200 ms.
+    daemon = Daemon(example_config(tmp_path), env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})
+    try:
+        notify.wait_for("READY=1", timeout=20)
+        stamps = []
+        for _ in range(3):
+            notify.wait_for("WATCHDOG=1", timeout=5)
+            stamps.append(time.monotonic())
+            notify.messages.clear()
+        assert all(0.05 < b - a < 1.0 for a, b in zip(stamps, stamps[1:], strict=False))
+    finally:
+        assert daemon.stop() == 0
