@@ -58,9 +58,9 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None = None,
     """``--config PATH`` > ``$SWITCHBOARD_CONFIG`` > ``~/.config/switchboard/switchboard.toml``."""
     env = os.environ if env is None else env
     if explicit:
-        return Path(explicit).expanduser()
+        return Path(explicit).expanduser().absolute()
     if env.get(ENV_CONFIG):
-        return Path(env[ENV_CONFIG]).expanduser()
+        return Path(env[ENV_CONFIG]).expanduser().absolute()
     return DEFAULT_CONFIG.expanduser()
 
 
