@@ -278,7 +278,7 @@ class Supervisor:
         runner = self._runners.get(resolved.key)
         if runner is not None:
             runner.resolved = resolved
-            self.status.update(resolved.key, name=resolved.config.name)
+            self.status.update(resolved.key, name=resolved.config.name, **_describe(runner.plugin, resolved))
 
     async def shutdown(self, timeout: float | None = None) -> list[AccountKey]:
         """Stop every account at once; return the stragglers (named in a warning).
@@ -341,7 +341,7 @@ class Supervisor:
             self.status.update(runner.key, state=AccountState.UNCONFIGURED, configured=False, connected=False,
                                **{**base, "last_error": reason or "not configured"})
             return
-        self.status.update(runner.key, configured=True, **base)
+        self.status.update(runner.key, configured=True, **{**_describe(runner.plugin, resolved), **base})
         runner.scope = anyio.CancelScope()
         runner.done = anyio.Event()
         self._spawn(self._account_main, runner, runner.scope, runner.done)
@@ -446,6 +446,19 @@ def _is_configured(plugin: ProviderPlugin, resolved: ResolvedAccount) -> tuple[b
         return check(resolved)
     except Exception as exc:  # noqa: BLE001 - a broken hook must not take the supervisor down
         return False, f"is_configured failed: {type(exc).__name__}"
+
+
+def _describe(plugin: ProviderPlugin, resolved: ResolvedAccount) -> dict[str, Any]:
+    """The plugin's safe summary, merged into the snapshot (refreshed on live updates)."""
+    describe = plugin.config.describe_account
+    if describe is None:
+        return {}
+    try:
+        summary = dict(describe(resolved))
+    except Exception:  # noqa: BLE001 - a broken hook must not take the supervisor down
+        return {}
+    reserved = {"provider", "account", "state", "enabled", "configured", "connected", "restarts", "starts"}
+    return {k: v for k, v in summary.items() if k not in reserved}
 
 
 def _token_source(sources: Mapping[str, str]) -> str | None:

@@ -231,3 +231,18 @@ def test_build_plan_ignores_untouched_accounts(mode, tmp_path):
         "a": {}, "b": {"color": "y"}}}}}, registry, env={})
     plan = build_plan(old, new, {"scripted": plugin.live_keys}, {})
     assert plan.live == (key("scripted", "b"),) and not plan.restart and not plan.start and not plan.stop
+
+
+async def test_a_live_change_refreshes_the_plugins_summary_in_the_snapshot(tmp_path):
+    from dataclasses import replace
+
+    plugin, scripted = scripted_plugin()
+    plugin = replace(plugin, config=replace(plugin.config, describe_account=lambda r: {"color": r.config.color}))
+    path = write_config(tmp_path, "[providers.scripted.accounts.a]\n")
+    async with running_gateway(path, Registry([plugin]), services=[Reloader]) as gw:
+        await wait_for_status(gw.status, lambda s: all_running(gw, "a"))
+        assert gw.status.get(key("scripted", "a"))["color"] == "blue"
+        edit(path, "[providers.scripted.accounts.a]\n", '[providers.scripted.accounts.a]\ncolor = "red"\n')
+        await gw.service(Reloader).reload("test")
+        assert gw.status.get(key("scripted", "a"))["color"] == "red"
+        assert scripted.starts["a"] == 1
