@@ -38,7 +38,11 @@ log = structlog.get_logger("gateway.app")
 
 
 class Service(Protocol):
-    """A long-running part of the gateway (inbound pipeline, outbox, control server...)."""
+    """A long-running part of the gateway (inbound pipeline, outbox, control server...).
+
+    Optional methods: ``prepare()`` (awaited before any service starts), ``stop_accepting()``
+    and ``drain()`` (shutdown, see :meth:`Gateway._shutdown`), ``api_routes()``.
+    """
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None: ...
 
@@ -125,6 +129,10 @@ class Gateway:
         so the daemon can exit without waiting for it.
         """
         try:
+            for service in self.services:
+                prepare = getattr(service, "prepare", None)
+                if prepare is not None:
+                    await prepare()
             async with anyio.create_task_group() as tg:
                 await tg.start(self.supervisor.run)
                 service_scopes: list[anyio.CancelScope] = []

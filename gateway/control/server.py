@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,14 @@ class ControlServer:
         self.socket_path = gateway.config.gateway.socket_path
         #: ``(host, port)`` actually bound when ``gateway.control.listen`` is set.
         self.tcp_address: tuple[str, int] | None = None
+        self._claimed: tuple[ControlSocket, socket.socket] | None = None
+
+    async def prepare(self) -> None:
+        """Claim the socket before any service starts: a second daemon on the same state
+        directory is refused before its inbox or outbox could act on shared state."""
+        if self._claimed is None:
+            claim = ControlSocket(self.socket_path)
+            self._claimed = (claim, await claim.claim())
 
     @property
     def control(self) -> ControlConfig:
@@ -79,8 +88,9 @@ class ControlServer:
         self.accepting = False
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        claim = ControlSocket(self.socket_path)
-        unix_sock = await claim.claim()
+        await self.prepare()
+        assert self._claimed is not None
+        claim, unix_sock = self._claimed
         try:
             token = _token_file(self.control) if self.control.listen else None
             runner = web.AppRunner(build_app(self, Authenticator(token)), access_log=None, handle_signals=False,
@@ -102,6 +112,7 @@ class ControlServer:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                     await runner.cleanup()
         finally:
+            self._claimed = None
             unix_sock.close()
             claim.release()
 
