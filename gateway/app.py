@@ -134,6 +134,7 @@ class Gateway:
                 if prepare is not None:
                     await prepare()
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.db.run_checkpoints)
                 await tg.start(self.supervisor.run)
                 service_scopes: list[anyio.CancelScope] = []
                 for service in self.services:

@@ -17,9 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from gateway.plugin import AccountKey
 
 DB_NAME = "switchboard.db"
+CHECKPOINT_INTERVAL_S = 1.0
+AUTOCHECKPOINT_PAGES = 20_000  # ~80 MB of WAL
 
 _KV_SCHEMA = """
 CREATE TABLE IF NOT EXISTS account_kv (
@@ -45,6 +49,9 @@ class Database:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.execute("PRAGMA foreign_keys=ON")
+        # Checkpoints run off the event loop (see run_checkpoints); the automatic one, which
+        # would run inside a commit on the loop, is only a safety net for a stalled checkpointer.
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         self.migrate(_KV_SCHEMA)
 
     @classmethod
@@ -56,6 +63,22 @@ class Database:
         except OSError:
             pass
         return db
+
+    async def run_checkpoints(self, interval: float = CHECKPOINT_INTERVAL_S) -> None:
+        """Fold the WAL back into the database from a worker thread, until cancelled.
+
+        A checkpoint inside a commit on the loop stalled it for tens of milliseconds; a
+        PASSIVE checkpoint on its own connection never blocks the writer.
+        """
+        if str(self.path) == ":memory:":
+            return
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                await anyio.sleep(interval)
+                await anyio.to_thread.run_sync(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
 
     def migrate(self, script: str) -> None:
         self.conn.executescript(script)
