@@ -98,3 +98,39 @@ async def test_kill_9_between_persisting_and_handling_is_handled_after_restart(t
     finally:
         second.stop()
         release.touch()
+
+
+def _cli(config: Path, *args: str) -> Any:
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_a_message_the_handler_keeps_refusing_is_parked_and_the_cli_retries_or_drops_it(tmp_path: Path):
+    port = free_port()
+    failing = tmp_path / "failing.py"
+    failing.write_text("import sys\nsys.stdin.read()\nprint('handler is down', file=sys.stderr)\nsys.exit(3)\n")
+    path = daemon_config(tmp_path, port, [sys.executable, str(failing)])
+    path.write_text(path.read_text().replace("timeout_s = 60", "timeout_s = 60\nmax_attempts = 1"))
+    daemon = Daemon(path)
+    try:
+        await wait_event(daemon, "webchat.ready")
+        url = f"ws://127.0.0.1:{port}/chat/ws?chat={CHAT}&token={TOKEN}"
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await next_frame(ws, "ready")
+            await ws.send_json({"type": "message", "id": "p1", "text": "nobody home"})
+            await next_frame(ws, "ack")
+        await wait_event(daemon, "inbound.parked")
+        listed = json.loads(await anyio.to_thread.run_sync(_cli, path, "inbox", "list", "--json"))
+        (entry,) = listed["messages"]
+        assert entry["state"] == "failed" and entry["envelope"]["message"]["text"] == "nobody home"
+        assert "3" in entry["last_error"]
+        out = await anyio.to_thread.run_sync(_cli, path, "inbox", "drop", str(entry["id"]))
+        assert f"inbox message {entry['id']} dropped" in out
+        listed = json.loads(await anyio.to_thread.run_sync(_cli, path, "inbox", "list", "--json"))
+        assert listed["messages"] == []
+    finally:
+        assert daemon.stop() == 0

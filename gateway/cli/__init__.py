@@ -52,7 +52,7 @@ def _register_optional_commands() -> None:
     # Command groups owned by other modules register themselves here.
     import importlib
 
-    for module in ("gateway.cli.control_cmds", "gateway.cli.pairing_cmds"):
+    for module in ("gateway.cli.control_cmds", "gateway.cli.pairing_cmds", "gateway.cli.inbox_cmds"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
