@@ -113,3 +113,11 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode
+
+
+def run_cli(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``switchboard ARGS --config CONFIG`` as a user would type it (no $SWITCHBOARD_CONFIG)."""
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_CONFIG"}
+    env["COLUMNS"] = "200"
+    return subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(config)], capture_output=True,
+                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import anyio
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, run_cli
 from tests.test_webchat import TOKEN, free_port
 
 CHAT = "tab-e2e-0001"
@@ -100,11 +100,8 @@ async def test_kill_9_between_persisting_and_handling_is_handled_after_restart(t
         release.touch()
 
 
-def _cli(config: Path, *args: str) -> Any:
-    import subprocess
-
-    result = subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(config)],
-                            capture_output=True, text=True, timeout=60)
+def _cli(config: Path, *args: str) -> str:
+    result = run_cli(config, *args)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 from gateway.inbound.pairing import CODE_ALPHABET, PairingStore
 from gateway.plugin import AccountKey
 from gateway.store import Database
-from tests.daemon import Daemon
+from tests.daemon import Daemon, run_cli
 from tests.test_inbound_e2e import next_frame
 from tests.test_inbound_fakes import message
 from tests.test_webchat import TOKEN, free_port
@@ -72,9 +70,7 @@ def test_approval_is_per_account(store: PairingStore):
 
 
 def switchboard(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(config)], capture_output=True,
-                          text=True, timeout=60, env=env)
+    return run_cli(config, *args)
 
 
 def pairing_config(tmp_path: Path, port: int) -> Path:

@@ -6,7 +6,6 @@ import time
 from datetime import datetime
 
 import anyio
-import pytest
 
 from gateway.plugin import AccountState
 from gateway.registry import Registry
