@@ -439,5 +439,6 @@ class Outbox:
 
 def _new_job(id_prefix: str, seq: int, plan: Plan, key: str | None) -> Job:
     now = time.time()
-    return Job(seq, make_id(id_prefix, seq), plan.key, plan.target, str(plan.target), plan.parts, plan.reply_to,
+    target_str = plan.target_str if plan.target_str is not None else str(plan.target)
+    return Job(seq, make_id(id_prefix, seq), plan.key, plan.target, target_str, plan.parts, plan.reply_to,
                plan.thread, now, now, idempotency_key=key, media=plan.media)

@@ -52,6 +52,8 @@ class Plan:
     thread: str | None
     #: Media loaded at acceptance, by part index (sent without loading again).
     media: dict[int, MediaPayload] = field(default_factory=dict)
+    #: ``str(target)``, computed once per resolved target (see :class:`Resolved`).
+    target_str: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Resolved:
     target: Target
     #: ``measure(render(text))`` for this provider.
     measure: Callable[[str], int]
+    #: ``str(target)``: the outbox's queue key and the row's ``target`` column.
+    target_str: str | None = None
 
 
 def resolve(config: Config, registry: Registry, request: DeliveryRequest,
@@ -94,7 +98,7 @@ def resolve(config: Config, registry: Registry, request: DeliveryRequest,
         raise
     except (ValueError, LookupError) as exc:
         raise TargetError(f"{provider} target {raw_target!r} is not valid: {exc}") from None
-    return Resolved(key, plugin, plugin.outbound, account, target, sent_length(plugin.outbound))
+    return Resolved(key, plugin, plugin.outbound, account, target, sent_length(plugin.outbound), str(target))
 
 
 def plan_delivery(resolved: Resolved, request: DeliveryRequest) -> Plan:
@@ -110,7 +114,8 @@ def plan_delivery(resolved: Resolved, request: DeliveryRequest) -> Plan:
             parts.append({"poll": poll_to_json(poll)})
         else:
             parts.extend({"text": chunk} for chunk in _split(resolved, poll_text(poll)))
-    return Plan(resolved.key, resolved.plugin, resolved.target, parts, request.reply_to, request.thread)
+    return Plan(resolved.key, resolved.plugin, resolved.target, parts, request.reply_to, request.thread,
+                target_str=resolved.target_str)
 
 
 async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest, session: SessionFactory) -> Plan:
@@ -121,7 +126,8 @@ async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest, sess
         raise InvalidRequest(f"provider {resolved.key.provider!r} cannot send media")
     text = request.text or ""
     has_text = _check_text(text, request)
-    plan = Plan(resolved.key, resolved.plugin, resolved.target, [], request.reply_to, request.thread)
+    plan = Plan(resolved.key, resolved.plugin, resolved.target, [], request.reply_to, request.thread,
+                target_str=resolved.target_str)
     outbound, account = resolved.outbound, resolved.account.config
     limits = media_limits(outbound.media_max_bytes, account, str(resolved.key))
     sources = [parse_source(raw) for raw in request.media]

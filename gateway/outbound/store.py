@@ -172,13 +172,19 @@ class Job:
 
     def body_json(self) -> str:
         """What ``from_row`` reads back: target, reply_to, thread and the parts."""
-        target = self.target
-        if self.reply_to is None and self.thread is None and target.thread is None \
-                and all(len(part) == 1 and "text" in part for part in self.parts):
+        target, parts = self.target, self.parts
+        if self.reply_to is None and self.thread is None and target.thread is None:
             # The common message, written by hand: a third of the encoder's cost.
-            texts = ",".join(f'{{"text":{_quote(part["text"])}}}' for part in self.parts)
-            return (f'{{"target":[{_quote(target.kind)},{_quote(target.id)},null],"reply_to":null,'
-                    f'"thread":null,"parts":[{texts}]}}')
+            texts: str | None
+            if len(parts) == 1 and len(parts[0]) == 1 and "text" in parts[0]:  # one short text
+                texts = f'{{"text":{_quote(parts[0]["text"])}}}'
+            elif all(len(part) == 1 and "text" in part for part in parts):
+                texts = ",".join(f'{{"text":{_quote(part["text"])}}}' for part in parts)
+            else:
+                texts = None
+            if texts is not None:
+                return (f'{{"target":[{_quote(target.kind)},{_quote(target.id)},null],"reply_to":null,'
+                        f'"thread":null,"parts":[{texts}]}}')
         return _encode({"target": [target.kind, target.id, target.thread], "reply_to": self.reply_to,
                         "thread": self.thread, "parts": self.parts})
 

@@ -114,17 +114,20 @@ class ExampleOutbound(BaseOutbound):
                    "delivery_id": opts.delivery_id}
         try:
             async with client.session.post(client.account.url or "", json=payload) as resp:
-                body = await resp.json(content_type=None) if resp.content_length != 0 else {}
-                if resp.status == 429:
+                status = resp.status
+                if status == 429:
                     raise RateLimited(float(resp.headers.get("Retry-After", "1")))
-                if resp.status == 404:
+                if status == 404:
                     raise TargetNotFound(f"unknown chat {target.id}")
-                if 400 <= resp.status < 500:
-                    raise PermanentSendError(f"rejected: HTTP {resp.status}")
-                if resp.status >= 500:
-                    raise TransientSendError(f"server error: HTTP {resp.status}")
+                if 400 <= status < 500:
+                    raise PermanentSendError(f"rejected: HTTP {status}")
+                if status >= 500:
+                    raise TransientSendError(f"server error: HTTP {status}")
+                body = await resp.json(content_type=None)  # {"id": ...}; an empty body reads as None
         except aiohttp.ClientError as exc:
             raise TransientSendError(f"network error: {exc}") from None
+        if not isinstance(body, dict):
+            body = {}
         return SendResult(str(body.get("id", next(client.ids))), chat_id=target.id)
 
 
