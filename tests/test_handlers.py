@@ -107,8 +107,7 @@ async def test_webhook_500_twice_then_200_is_posted_three_times_and_replied_once
             await gw.emit(message("hello", id="w-1"))
             await outbox.requests.wait_for(1)
             with anyio.fail_after(5):
-                while pipeline.inbox.counts()["pending"]:
-                    await anyio.sleep(0.005)
+                await pipeline.wait_settled()
     assert len(posts) == 3
     assert [json.loads(body)["message"]["id"] for _, body in posts.items] == ["w-1"] * 3
     assert [h["X-Switchboard-Attempt"] for h, _ in posts.items] == ["1", "2", "3"]
@@ -154,8 +153,7 @@ async def test_webhook_4xx_is_a_permanent_failure_without_retries(tmp_path: Path
             await gw.emit(message())
             await posts.wait_for(1)
             with anyio.fail_after(5):
-                while not pipeline.inbox.list("failed"):
-                    await anyio.sleep(0.005)
+                await pipeline.wait_settled()
             [failed] = pipeline.inbox.list("failed")
     assert len(posts) == 1 and failed.attempts == 1 and "HTTP 422: bad payload" in (failed.last_error or "")
 

@@ -27,8 +27,7 @@ KEY = AccountKey("chat", "default")
 async def settle(pipeline: InboundPipeline) -> None:
     """Wait until every accepted message was handled or parked."""
     with anyio.fail_after(10):
-        while pipeline.inbox.counts()["pending"]:
-            await anyio.sleep(0.005)
+        await pipeline.wait_settled()
 
 
 # --- access policy ---------------------------------------------------------------------------------

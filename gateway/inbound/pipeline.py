@@ -65,6 +65,7 @@ class InboundPipeline:
         self._dispatching = True
         self._in_flight = 0
         self._idle: anyio.Event | None = None
+        self._progress: anyio.Event | None = None
         self._handler: tuple[HandlerConfig, Handler | None] | None = None
         gateway.set_inbound(self.accept)
 
@@ -95,6 +96,18 @@ class InboundPipeline:
         while self._in_flight:
             self._idle = self._idle or anyio.Event()
             await self._idle.wait()
+
+    async def wait_settled(self) -> None:
+        """Wait until no inbox message is pending (every one handled or parked). Unbounded:
+        wrap it in a timeout."""
+        while self.inbox.counts()["pending"]:
+            self._progress = self._progress or anyio.Event()
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
 
     def api_routes(self) -> list[Any]:
         from gateway.inbound.api import routes
@@ -238,10 +251,12 @@ class InboundPipeline:
             if error is None:
                 self.inbox.mark_done(seq, attempts)
                 self.gateway.status.set_global_issues("handler", [])
+                self._progressed()
                 return
             park = error.permanent or attempts >= config.max_attempts
             self._record_failure(entry, config, attempts, error, park)
             if park:
+                self._progressed()
                 return
             backoff = Backoff(config.retry_initial_ms / 1000, config.retry_max_ms / 1000)
             delay = max(backoff.delay(attempts), error.retry_after or 0.0)
