@@ -377,6 +377,25 @@ async def test_events_and_metrics_report_outcomes(tmp_path: Path) -> None:
     assert "switchboard_delivery_latency_seconds_count 1.0" in metrics
 
 
+def test_latency_histogram_exposition_is_cumulative_with_inclusive_bounds() -> None:
+    from gateway.metrics import Metrics
+    from gateway.status import StatusStore
+
+    metrics = Metrics(StatusStore())
+    for seconds in (0.001, 0.005, 0.0051, 0.3, 100.0):  # 0.005 sits on a bound: counted in le="0.005"
+        metrics.delivery_latency.observe(seconds)
+    lines = dict(line.rsplit(" ", 1) for line in metrics.render().decode().splitlines()
+                 if line.startswith("switchboard_delivery_latency_seconds"))
+    bucket = "switchboard_delivery_latency_seconds_bucket"
+    assert lines[f'{bucket}{{le="0.005"}}'] == "2.0"
+    assert lines[f'{bucket}{{le="0.01"}}'] == "3.0"
+    assert lines[f'{bucket}{{le="0.5"}}'] == "4.0"
+    assert lines[f'{bucket}{{le="60.0"}}'] == "4.0"
+    assert lines[f'{bucket}{{le="+Inf"}}'] == "5.0"
+    assert lines["switchboard_delivery_latency_seconds_count"] == "5.0"
+    assert abs(float(lines["switchboard_delivery_latency_seconds_sum"]) - 100.3111) < 1e-9
+
+
 async def test_outbox_is_a_default_service() -> None:
     from gateway.app import default_services
 
