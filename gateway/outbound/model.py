@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +20,7 @@ from gateway.errors import (
     TargetNotFound,
     TransientSendError,
 )
+from gateway.status import utcnow_iso
 
 DeliveryState = Literal["pending", "sending", "delivered", "dead"]
 PENDING: DeliveryState = "pending"
@@ -59,7 +62,12 @@ class DeliveryRequest:
 
 @dataclass(slots=True)
 class DeliveryRecord:
-    """The state of one accepted message, as stored in the outbox."""
+    """The state of one accepted message, as stored in the outbox.
+
+    Times are kept as epoch seconds (``created``, ``updated``) and formatted only when read
+    (``created_at``, ``updated_at``: ISO-8601 UTC with milliseconds): ``deliver()`` returns
+    a record for every message, and most callers never look at its times.
+    """
 
     id: str
     provider: str
@@ -67,19 +75,44 @@ class DeliveryRecord:
     target: str
     state: str  # pending | sending | delivered | dead
     attempts: int
-    created_at: str
-    updated_at: str
+    created: float
+    updated: float
     last_error: str | None
     error_code: str | None
     #: One entry per part sent so far (text chunk, media, poll): ``message_id``, ``chat_id``.
     results: list[dict[str, Any]] = field(default_factory=list)
     idempotency_key: str | None = None
 
+    @property
+    def created_at(self) -> str:
+        return iso(self.created)
+
+    @property
+    def updated_at(self) -> str:
+        return iso(self.updated)
+
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "provider": self.provider, "account": self.account, "target": self.target,
                 "state": self.state, "attempts": self.attempts, "created_at": self.created_at,
                 "updated_at": self.updated_at, "last_error": self.last_error, "error_code": self.error_code,
                 "results": [dict(r) for r in self.results], "idempotency_key": self.idempotency_key}
+
+
+def iso(ts: float) -> str:
+    """``utcnow_iso(ts)`` (ISO-8601, milliseconds, ``Z``) at a fraction of the cost."""
+    frac, whole = math.modf(ts)  # rounded the way datetime.fromtimestamp rounds
+    micros = round(frac * 1_000_000)
+    second = int(whole)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    elif micros < 0:
+        second, micros = second - 1, micros + 1_000_000
+    return f"{_second(second)}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    return utcnow_iso(second)[:-5]
 
 
 class OutboxClosed(TransientSendError):
