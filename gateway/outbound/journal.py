@@ -10,7 +10,7 @@ See ``docs/decisions/0001-sqlite-on-the-loop.md``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Generator, Sequence
 from typing import Any
 
 import anyio
@@ -39,9 +39,12 @@ class CommitBatch:
         self.waiters: list[Any] | None = None  # futures (or anyio events), created only when someone waits
         self.errors: dict[int, BaseException] = {}
 
-    async def wait(self) -> None:
-        if self.committed:
-            return
+    def waiter(self) -> Awaitable[Any]:
+        """Something to await until the batch is committed (the caller checked ``committed``).
+
+        A future awaited straight from the caller's frame: no coroutine of ours in between,
+        so neither the wait nor the wake-up passes through an extra frame.
+        """
         if self.waiters is None:
             self.waiters = []
         try:
@@ -49,10 +52,9 @@ class CommitBatch:
         except RuntimeError:  # not on asyncio (anyio on trio): the portable primitive
             event = anyio.Event()
             self.waiters.append(event)
-            await event.wait()
-            return
+            return event.wait()
         self.waiters.append(waiter)
-        await waiter
+        return waiter  # type: ignore[no-any-return]
 
     def wake(self) -> None:
         """Called once the batch is committed (or has failed op by op)."""
@@ -81,7 +83,8 @@ class GroupCommit:
     def __init__(self, db: Database):
         self._db = db
         self._batch = CommitBatch()
-        self._wake: Any = None  # an asyncio future (or an anyio event) the idle flusher waits on
+        self._loop: asyncio.AbstractEventLoop | None = None  # set while run() runs on asyncio
+        self._wake: anyio.Event | None = None  # what run() waits on elsewhere
         self.running = False
 
     def queue(self, *statements: Statement) -> tuple[CommitBatch, int]:
@@ -89,53 +92,76 @@ class GroupCommit:
         batch = self._batch
         batch.ops.append(statements)
         index = len(batch.ops) - 1
-        if index == 0 and self._wake is not None:
-            wake, self._wake = self._wake, None
-            if isinstance(wake, anyio.Event):
+        if index == 0:
+            if self._loop is not None:
+                self._loop.call_soon(self._flush_soon)
+            elif self._wake is not None:
+                wake, self._wake = self._wake, None
                 wake.set()
-            elif not wake.done():
-                wake.set_result(None)
         return batch, index
 
     async def commit(self, *statements: Statement) -> None:
         """Queue ``statements`` and return once they are committed (raise if they failed)."""
         batch, index = self.queue(*statements)
-        if self.running:  # self.wait(batch), one coroutine frame fewer (a lane's every message)
-            await batch.wait()
+        if self.running:
+            await batch.waiter()
         else:
             self.flush()
         error = batch.errors.get(index)
         if error is not None:
             raise error
 
-    async def wait(self, batch: CommitBatch) -> None:
-        """Return once ``batch`` is committed (flushing now if no flusher runs)."""
-        if batch.committed:
-            return
-        if self.running:
-            await batch.wait()
-        else:
+    def wait(self, batch: CommitBatch) -> Awaitable[Any]:
+        """``await journal.wait(batch)`` returns once ``batch`` is committed (flushing now if
+        no flusher runs)."""
+        if not batch.committed:
+            if self.running:
+                return batch.waiter()
             self.flush()
+        return _DONE
+
 
     async def run(self) -> None:
-        """The flusher task. Commits once per tick while there is anything to commit."""
+        """The flusher. Commits once per loop turn while there is anything to commit.
+
+        On asyncio the first write of a batch schedules the commit with ``call_soon``, twice
+        removed: every task made ready in this turn queues its write first, and a commit
+        costs no task wake-up. On other event loops a task waits for writes instead.
+        """
         self.running = True
         try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on asyncio
+            self._loop = None
+        try:
+            if self._loop is not None:
+                if self._batch.ops:
+                    self._loop.call_soon(self._flush_soon)
+                await anyio.sleep_forever()
             while True:
                 if not self._batch.ops:
-                    try:
-                        wake: Any = asyncio.get_running_loop().create_future()
-                    except RuntimeError:  # not on asyncio
-                        wake = anyio.Event()
-                    self._wake = wake
-                    await (wake.wait() if isinstance(wake, anyio.Event) else wake)
-                # Let every task made ready in this tick queue its write first.
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
                 await anyio.lowlevel.checkpoint()
                 self.flush()
         finally:
             self.running = False
+            self._loop = None
             self._wake = None
             self.flush()
+
+    def _flush_soon(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        if not self.running:
+            return  # stopped meanwhile: run() flushed on its way out
+        try:
+            self.flush()
+        except BaseException as exc:  # a bug, not an SQLite error (flush handles those): fail loudly
+            log.exception("outbox.flush_failed", error=f"{type(exc).__name__}: {exc}")
+            raise
 
     def flush(self) -> None:
         """Commit everything queued now (synchronous; also used at shutdown)."""
@@ -177,3 +203,15 @@ class GroupCommit:
             except Exception as exc:  # noqa: BLE001 - reported to whoever waits for this op
                 batch.errors[index] = exc
                 log.error("outbox.write_failed", error=f"{type(exc).__name__}: {exc}", statement=op[0][0][:60])
+
+
+class _Done:
+    """An awaitable that is already done."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())
+
+
+_DONE = _Done()
