@@ -80,10 +80,31 @@ class AccountState(enum.StrEnum):
 
 @dataclass(frozen=True, order=True)
 class AccountKey:
-    """Accounts are always keyed by the pair, never by the account id alone."""
+    """Accounts are always keyed by the pair, never by the account id alone.
+
+    A dictionary key on every hot path (supervisor, status, outbox lanes): the hash is
+    computed once, and equality compares the two strings without building tuples.
+    """
 
     provider: str
     account: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.provider, self.account)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if other.__class__ is not AccountKey:
+            return NotImplemented
+        return self.provider == other.provider and self.account == other.account  # type: ignore[attr-defined]
+
+    def __reduce__(self) -> tuple[type[AccountKey], tuple[str, str]]:
+        return AccountKey, (self.provider, self.account)  # the hash is per process: never pickle it
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.account}"
