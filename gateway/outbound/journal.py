@@ -191,6 +191,9 @@ class GroupCommit:
             conn.execute("COMMIT")
         except Exception:  # noqa: BLE001 - sqlite3.Error, or a value sqlite cannot bind
             self._retry_one_by_one(batch)
+        # Pending jobs keep their batch until a lane takes them; the statements (each
+        # message's body among them) are not needed once committed.
+        batch.ops.clear()
         batch.wake()
 
     def _retry_one_by_one(self, batch: CommitBatch) -> None:
