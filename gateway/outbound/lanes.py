@@ -372,13 +372,14 @@ class Dispatcher:
         if "media" in part:
             payload = await self._media(account, job, index, part["media"])
             result = await outbound.send_media(ctx, job.target, payload, part.get("caption"), opts)
-            job.media.pop(index, None)
+            if job.media:
+                job.media.pop(index, None)
             return result
         return await outbound.send_poll(ctx, job.target, poll_from_json(part["poll"]), opts)
 
     async def _media(self, account: AccountLanes, job: Job, index: int, data: dict[str, Any]) -> MediaPayload:
         """The bytes loaded at acceptance, or the reference loaded again (after a restart)."""
-        payload = job.media.get(index)
+        payload = job.media.get(index) if job.media else None
         if payload is not None:
             return payload
         resolved = self.gateway.config.accounts.get(job.key)
@@ -391,6 +392,8 @@ class Dispatcher:
             if source.scheme == "path":
                 raise InvalidRequest(f"{exc} (it was readable when the message was accepted)") from None
             raise
+        if job.media is None:
+            job.media = {}
         job.media[index] = payload
         return payload
 

@@ -411,7 +411,7 @@ class Outbox:
         self._after_finish(job)
 
     def _after_finish(self, job: Job) -> None:
-        job.media.clear()
+        job.media = None
         if job.idempotency_key is not None and self._claimed_keys.get(job.idempotency_key) is job:
             del self._claimed_keys[job.idempotency_key]
         if job.finished is not None:
@@ -441,4 +441,4 @@ def _new_job(id_prefix: str, seq: int, plan: Plan, key: str | None) -> Job:
     now = time.time()
     target_str = plan.target_str if plan.target_str is not None else str(plan.target)
     return Job(seq, make_id(id_prefix, seq), plan.key, plan.target, target_str, plan.parts, plan.reply_to,
-               plan.thread, now, now, idempotency_key=key, media=plan.media)
+               plan.thread, now, now, idempotency_key=key, media=plan.media or None)

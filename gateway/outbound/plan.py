@@ -12,7 +12,7 @@ Chunks are measured on what is actually sent: ``measure(render(chunk)) <= limit`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config, normalize_account_id
@@ -40,7 +40,7 @@ POLL_MAX_DURATION_HOURS = 768  # 32 days, the longest any provider allows
 Part = dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """A validated request: where it goes and the parts to send, in order."""
 
@@ -50,8 +50,9 @@ class Plan:
     parts: list[Part]
     reply_to: str | None
     thread: str | None
-    #: Media loaded at acceptance, by part index (sent without loading again).
-    media: dict[int, MediaPayload] = field(default_factory=dict)
+    #: Media loaded at acceptance, by part index (sent without loading again); ``None``
+    #: when the message has none (most messages: no dict per message).
+    media: dict[int, MediaPayload] | None = None
     #: ``str(target)``, computed once per resolved target (see :class:`Resolved`).
     target_str: str | None = None
 
@@ -126,7 +127,8 @@ async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest, sess
         raise InvalidRequest(f"provider {resolved.key.provider!r} cannot send media")
     text = request.text or ""
     has_text = _check_text(text, request)
-    plan = Plan(resolved.key, resolved.plugin, resolved.target, [], request.reply_to, request.thread,
+    media: dict[int, MediaPayload] = {}
+    plan = Plan(resolved.key, resolved.plugin, resolved.target, [], request.reply_to, request.thread, media=media,
                 target_str=resolved.target_str)
     outbound, account = resolved.outbound, resolved.account.config
     limits = media_limits(outbound.media_max_bytes, account, str(resolved.key))
@@ -142,7 +144,7 @@ async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest, sess
         else:  # too long for a caption: its own message(s) first
             plan.parts.extend({"text": chunk} for chunk in _split(resolved, text))
     for n, (source, payload) in enumerate(zip(sources, payloads, strict=True)):
-        plan.media[len(plan.parts)] = payload
+        media[len(plan.parts)] = payload
         plan.parts.append({"media": media_to_json(source, payload), "caption": caption if n == 0 else None})
     return plan
 

@@ -130,8 +130,9 @@ class Job:
     results: list[dict[str, Any]] = field(default_factory=list)
     idempotency_key: str | None = None
     results_json: str = "[]"
-    #: Media loaded at acceptance (part index -> payload); empty after a restart.
-    media: dict[int, MediaPayload] = field(default_factory=dict)
+    #: Media loaded at acceptance (part index -> payload); ``None`` when there is none
+    #: (most messages), and after a restart until a lane loads it again.
+    media: dict[int, MediaPayload] | None = None
     #: Set once the job reaches ``delivered``/``dead`` or is dropped (``deliver(wait=True)``).
     finished: anyio.Event | None = None
     in_lane: bool = False
