@@ -229,7 +229,7 @@ class Poll:
     duration_hours: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendOptions:
     reply_to: str | None = None
     thread: str | None = None
@@ -238,7 +238,7 @@ class SendOptions:
     delivery_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SendResult:
     """What one provider call produced. ``message_id`` is the provider's id."""
 

@@ -152,19 +152,20 @@ class Outbox:
         else:
             plan = plan_delivery(resolved, request)
         job = _new_job(self._id_prefix, self.store.next_seq(), plan, key)
-        statements = [job.insert_statement()]
-        if stale and key is not None:
-            statements.insert(0, OutboxStore.detach_key(key))  # an expired use of the same key
+        journal = self.store.journal
         # Queued, not yet durable: the job is visible at once (idempotency, counts), and a
         # lane that picks it up waits for this commit before sending anything.
-        job.accepted = batch, index = self.store.journal.queue(*statements)
+        if stale and key is not None:  # an expired use of the same key lets go of it first
+            job.accepted = batch, index = journal.queue(OutboxStore.detach_key(key), job.insert_statement())
+        else:
+            job.accepted = batch, index = journal.queue(job.insert_statement())
         self._jobs[job.id] = job
         if key is not None:
             self._claimed_keys[key] = job
         if wait:
             job.finished = anyio.Event()
         self._enqueue(job)
-        await self.store.journal.wait(batch)  # if cancelled here, the row still commits
+        await journal.wait(batch)  # if cancelled here, the row still commits
         if key is not None and self._claimed_keys.get(key) is job:
             del self._claimed_keys[key]
         error = batch.error(index)

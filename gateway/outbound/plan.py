@@ -70,6 +70,11 @@ class Resolved:
     measure: Callable[[str], int]
     #: ``str(target)``: the outbox's queue key and the row's ``target`` column.
     target_str: str | None = None
+    #: Chunk limit (the account's ``text_chunk_limit``, else the provider's), chunker and
+    #: line cap, looked up once per resolved target rather than per message.
+    text_limit: int = 0
+    chunker: str = "plain"
+    max_lines: int | None = None
 
 
 def resolve(config: Config, registry: Registry, request: DeliveryRequest,
@@ -92,6 +97,7 @@ def resolve(config: Config, registry: Registry, request: DeliveryRequest,
         known = ", ".join(a.account_id for a in config.accounts_of(provider)) or "(none)"
         raise UnknownAccount(f"unknown account {request.account!r} for provider {provider!r}; "
                              f"configured accounts: {known}")
+    key = account.key  # the configuration's own key: dict lookups elsewhere match it by identity
     raw_target = (request.to or "").strip()
     try:
         target = plugin.outbound.resolve_target(raw_target, account.config)
@@ -99,7 +105,10 @@ def resolve(config: Config, registry: Registry, request: DeliveryRequest,
         raise
     except (ValueError, LookupError) as exc:
         raise TargetError(f"{provider} target {raw_target!r} is not valid: {exc}") from None
-    return Resolved(key, plugin, plugin.outbound, account, target, sent_length(plugin.outbound), str(target))
+    outbound = plugin.outbound
+    return Resolved(key, plugin, outbound, account, target, sent_length(outbound), str(target),
+                    account.config.text_chunk_limit or outbound.text_chunk_limit, outbound.chunker,
+                    getattr(outbound, "chunk_max_lines", None))
 
 
 def plan_delivery(resolved: Resolved, request: DeliveryRequest) -> Plan:
@@ -168,9 +177,7 @@ def _check_unicode(value: str, what: str) -> None:
 
 
 def _split(resolved: Resolved, text: str) -> list[str]:
-    outbound = resolved.outbound
-    limit = resolved.account.config.text_chunk_limit or outbound.text_chunk_limit
-    return split_text(text, limit, outbound.chunker, resolved.measure, getattr(outbound, "chunk_max_lines", None))
+    return split_text(text, resolved.text_limit, resolved.chunker, resolved.measure, resolved.max_lines)
 
 
 def split_text(text: str, limit: int, kind: str, measure: Callable[[str], int],
