@@ -229,7 +229,13 @@ class Poll:
     duration_hours: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# SendOptions and SendResult are built once per message sent: plain slotted dataclasses,
+# because a frozen dataclass's __init__ (object.__setattr__ per field) costs twice as much.
+# Both are values: the outbox builds a new SendOptions for every call, and reads a
+# SendResult once.
+
+
+@dataclass(slots=True)
 class SendOptions:
     reply_to: str | None = None
     thread: str | None = None
@@ -238,7 +244,7 @@ class SendOptions:
     delivery_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendResult:
     """What one provider call produced. ``message_id`` is the provider's id."""
 

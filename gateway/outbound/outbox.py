@@ -36,7 +36,7 @@ from gateway.outbound.model import (
     OutboxClosed,
     error_for,
 )
-from gateway.outbound.plan import Plan, Resolved, plan_delivery, plan_media_delivery, resolve
+from gateway.outbound.plan import Part, Resolved, plan_delivery, plan_media_delivery, resolve
 from gateway.outbound.store import (
     Job,
     OutboxStore,
@@ -52,6 +52,7 @@ from gateway.store import Database
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.plugin import MediaPayload
 
 log = structlog.get_logger("gateway.outbound")
 
@@ -143,15 +144,16 @@ class Outbox:
             found, stale = self._find_key(key)
             if found is not None:
                 return await self._answer(found, wait, timeout)
+        media = None
         if request.media:
-            plan = await plan_media_delivery(resolved, request, self._session)
+            parts, media = await plan_media_delivery(resolved, request, self._session)
             if key is not None:  # a concurrent request with this key may have won while media loaded
                 found, stale = self._find_key(key)
                 if found is not None:
                     return await self._answer(found, wait, timeout)
         else:
-            plan = plan_delivery(resolved, request)
-        job = _new_job(self._id_prefix, self.store.next_seq(), plan, key)
+            parts = plan_delivery(resolved, request)
+        job = _new_job(self._id_prefix, self.store.next_seq(), resolved, request, parts, media)
         journal = self.store.journal
         # Queued, not yet durable: the job is visible at once (idempotency, counts), and a
         # lane that picks it up waits for this commit before sending anything.
@@ -289,9 +291,9 @@ class Outbox:
                     records.append(record_from_row(row))
                     continue
                 resolved = resolve(config, registry, request)
-                plan = (await plan_media_delivery(resolved, request, http) if request.media
-                        else plan_delivery(resolved, request))
-                job = _new_job(prefix, store.next_seq(), plan, key)
+                parts, media = (await plan_media_delivery(resolved, request, http) if request.media
+                                else (plan_delivery(resolved, request), None))
+                job = _new_job(prefix, store.next_seq(), resolved, request, parts, media)
                 jobs[key or job.id] = job
                 records.append(job.record())
             insert_many(db, jobs.values())
@@ -438,8 +440,9 @@ class Outbox:
             self.store.journal.queue(self.store.set_low_water(mark))
 
 
-def _new_job(id_prefix: str, seq: int, plan: Plan, key: str | None) -> Job:
+def _new_job(id_prefix: str, seq: int, resolved: Resolved, request: DeliveryRequest, parts: list[Part],
+             media: dict[int, MediaPayload] | None) -> Job:
     now = time.time()
-    target_str = plan.target_str if plan.target_str is not None else str(plan.target)
-    return Job(seq, make_id(id_prefix, seq), plan.key, plan.target, target_str, plan.parts, plan.reply_to,
-               plan.thread, now, now, idempotency_key=key, media=plan.media or None)
+    target_str = resolved.target_str if resolved.target_str is not None else str(resolved.target)
+    return Job(seq, make_id(id_prefix, seq), resolved.key, resolved.target, target_str, parts, request.reply_to,
+               request.thread, now, now, idempotency_key=request.idempotency_key, media=media or None)

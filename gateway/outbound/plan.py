@@ -40,23 +40,6 @@ POLL_MAX_DURATION_HOURS = 768  # 32 days, the longest any provider allows
 Part = dict[str, Any]
 
 
-@dataclass(slots=True)
-class Plan:
-    """A validated request: where it goes and the parts to send, in order."""
-
-    key: AccountKey
-    plugin: ProviderPlugin
-    target: Target
-    parts: list[Part]
-    reply_to: str | None
-    thread: str | None
-    #: Media loaded at acceptance, by part index (sent without loading again); ``None``
-    #: when the message has none (most messages: no dict per message).
-    media: dict[int, MediaPayload] | None = None
-    #: ``str(target)``, computed once per resolved target (see :class:`Resolved`).
-    target_str: str | None = None
-
-
 @dataclass(frozen=True)
 class Resolved:
     """Where a request goes; cached per (provider, account, target) string by the outbox."""
@@ -111,8 +94,11 @@ def resolve(config: Config, registry: Registry, request: DeliveryRequest,
                     getattr(outbound, "chunk_max_lines", None))
 
 
-def plan_delivery(resolved: Resolved, request: DeliveryRequest) -> Plan:
-    """Validate a text or poll ``request`` for ``resolved`` and split it into parts."""
+def plan_delivery(resolved: Resolved, request: DeliveryRequest) -> list[Part]:
+    """Validate a text or poll ``request`` for ``resolved``; its parts, in order.
+
+    Where the message goes is ``resolved``; reply-to and thread are the request's.
+    """
     if request.media:
         raise ValueError("a request with media needs plan_media_delivery()")
     text = request.text or ""
@@ -124,12 +110,15 @@ def plan_delivery(resolved: Resolved, request: DeliveryRequest) -> Plan:
             parts.append({"poll": poll_to_json(poll)})
         else:
             parts.extend({"text": chunk} for chunk in _split(resolved, poll_text(poll)))
-    return Plan(resolved.key, resolved.plugin, resolved.target, parts, request.reply_to, request.thread,
-                target_str=resolved.target_str)
+    return parts
 
 
-async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest, session: SessionFactory) -> Plan:
-    """Like :func:`plan_delivery` for a request with media: loads and checks every item."""
+async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest,
+                              session: SessionFactory) -> tuple[list[Part], dict[int, MediaPayload]]:
+    """Like :func:`plan_delivery` for a request with media: loads and checks every item.
+
+    Returns the parts and the media loaded, by part index (sent without loading again).
+    """
     if request.poll is not None:
         raise InvalidRequest("a poll cannot carry media; send the media as a separate message")
     if not resolved.plugin.capabilities.media:
@@ -137,8 +126,7 @@ async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest, sess
     text = request.text or ""
     has_text = _check_text(text, request)
     media: dict[int, MediaPayload] = {}
-    plan = Plan(resolved.key, resolved.plugin, resolved.target, [], request.reply_to, request.thread, media=media,
-                target_str=resolved.target_str)
+    parts: list[Part] = []
     outbound, account = resolved.outbound, resolved.account.config
     limits = media_limits(outbound.media_max_bytes, account, str(resolved.key))
     sources = [parse_source(raw) for raw in request.media]
@@ -151,11 +139,11 @@ async def plan_media_delivery(resolved: Resolved, request: DeliveryRequest, sess
         if fits and (max_lines is None or text.count("\n") < max_lines):
             caption = text
         else:  # too long for a caption: its own message(s) first
-            plan.parts.extend({"text": chunk} for chunk in _split(resolved, text))
+            parts.extend({"text": chunk} for chunk in _split(resolved, text))
     for n, (source, payload) in enumerate(zip(sources, payloads, strict=True)):
-        media[len(plan.parts)] = payload
-        plan.parts.append({"media": media_to_json(source, payload), "caption": caption if n == 0 else None})
-    return plan
+        media[len(parts)] = payload
+        parts.append({"media": media_to_json(source, payload), "caption": caption if n == 0 else None})
+    return parts, media
 
 
 def _check_text(text: str, request: DeliveryRequest) -> bool:
