@@ -72,7 +72,6 @@ STATUS_TOUCH_EVERY_S = 1.0
 MIN_RATE_LIMIT_PAUSE_S = 0.05
 
 _DONE, _AGAIN, _STOPPED = "done", "again", "stopped"
-_JSON_SCALARS = (str, int, float, bool, type(None))
 
 
 class AccountLanes:
@@ -227,7 +226,7 @@ class Dispatcher:
                         try:
                             result = await account.outbound.send_text(ctx, job.target, job.parts[index]["text"],
                                                                       opts)
-                            job.add_result(_result_entry(result))
+                            job.add_result(result)
                         except RateLimited as exc:
                             outcome = self._rate_limited(account, job, exc)
                         except Exception as exc:  # noqa: BLE001 - every failure is classified
@@ -329,7 +328,7 @@ class Dispatcher:
                     result = await account.outbound.send_text(ctx, job.target, text, opts)
                 else:
                     result = await self._send_other(account, job, index, part, ctx, opts)
-                job.add_result(_result_entry(result))
+                job.add_result(result)
                 if index < last:
                     job.updated = time.time()
                     # Durable before the next part goes out: a restart resumes after it.
@@ -493,14 +492,6 @@ class _Interruptible:
     def __exit__(self, *exc: Any) -> bool:
         self._scopes.discard(self._scope)
         return bool(self._scope.__exit__(*exc))
-
-
-def _result_entry(result: SendResult) -> dict[str, Any]:
-    entry: dict[str, Any] = {"message_id": str(result.message_id),
-                             "chat_id": None if result.chat_id is None else str(result.chat_id)}
-    if result.extra:
-        entry.update({k: v for k, v in result.extra.items() if isinstance(v, _JSON_SCALARS)})
-    return entry
 
 
 def _reason(exc: BaseException, resolved: ResolvedAccount | None) -> str:

@@ -28,7 +28,7 @@ import anyio
 
 from gateway.outbound.journal import CommitBatch, GroupCommit, Statement
 from gateway.outbound.model import DEAD, DELIVERED, PENDING, SENDING, DeliveryRecord
-from gateway.plugin import AccountKey, MediaPayload, Target
+from gateway.plugin import AccountKey, MediaPayload, SendResult, Target
 from gateway.store import Database
 
 SCHEMA = """
@@ -84,12 +84,20 @@ def _encode(value: Any) -> str:
     return "".join(_C_ENCODER(value, 0)) if _C_ENCODER is not None else _JSON.encode(value)
 
 
-def result_json(entry: dict[str, Any]) -> str:
-    """One entry of ``results``; the usual two strings are written by hand."""
-    if len(entry) == 2 and isinstance(entry["message_id"], str) and isinstance(entry["chat_id"], str | None):
-        chat = "null" if entry["chat_id"] is None else _quote(entry["chat_id"])
-        return f'{{"message_id":{_quote(entry["message_id"])},"chat_id":{chat}}}'
-    return _encode(entry)
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def result_entry(result: SendResult) -> tuple[dict[str, Any], str]:
+    """One entry of ``results`` (provider ids as strings, plus the JSON scalars of
+    ``extra``) and its JSON; the usual entry, two strings, is written by hand."""
+    message_id = str(result.message_id)
+    chat_id = None if result.chat_id is None else str(result.chat_id)
+    entry: dict[str, Any] = {"message_id": message_id, "chat_id": chat_id}
+    if result.extra:
+        entry.update({k: v for k, v in result.extra.items() if isinstance(v, _JSON_SCALARS)})
+        return entry, _encode(entry)
+    chat = "null" if chat_id is None else _quote(chat_id)
+    return entry, f'{{"message_id":{_quote(message_id)},"chat_id":{chat}}}'
 
 
 def id_prefix() -> str:
@@ -146,8 +154,9 @@ class Job:
                               self.attempts, self.created, self.updated, self.last_error, self.error_code,
                               list(self.results), self.idempotency_key)
 
-    def add_result(self, entry: dict[str, Any]) -> None:
-        entry_json = result_json(entry)
+    def add_result(self, result: SendResult) -> None:
+        """Record a delivered part's result (in memory; the caller writes the row)."""
+        entry, entry_json = result_entry(result)
         self.results_json = (f"{self.results_json[:-1]},{entry_json}]" if self.results else f"[{entry_json}]")
         self.results.append(entry)
 
