@@ -70,9 +70,19 @@ async def post_all(session: aiohttp.ClientSession, url: str, bodies: list[dict[s
             tg.start_soon(worker)
 
 
+def bare_inputs(n: int) -> list[dict[str, Any]]:
+    return [payload(i) for i in range(n)]
+
+
+def pipeline_inputs(n: int) -> list[Any]:
+    from gateway.outbound import DeliveryRequest
+
+    return [DeliveryRequest("example", p["target"], p["text"]) for p in bare_inputs(n)]
+
+
 async def bare_loop(url: str, n: int, in_flight: int) -> Rate:
-    """The bare loop on its own (1 in flight)."""
-    bodies = [payload(i) for i in range(n)]
+    """The bare loop on its own (1 in flight; ``bench/outbound_cost.py`` also runs it with 32)."""
+    bodies = bare_inputs(n)
     async with aiohttp.ClientSession() as session:
         await post_all(session, url, bodies[:200], 1)  # warm the connection pool
         started, cpu = time.perf_counter(), time.process_time()
@@ -81,9 +91,10 @@ async def bare_loop(url: str, n: int, in_flight: int) -> Rate:
 
 
 class Pipeline:
-    """A running gateway with the outbox and the example provider sending to ``url``."""
+    """A running gateway with the outbox and the example provider sending to ``url`` (with
+    no ``url`` the provider answers in memory)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str | None):
         from switchboard_example import plugin as example
 
         from gateway.app import Gateway
@@ -157,11 +168,10 @@ async def paired(url: str, n: int, producers: int, blocks: int) -> tuple[Rate, R
     return Rate(n / pipe[0], pipe[1] / n * 1e6), Rate(n / bare[0], bare[1] / n * 1e6)
 
 
-async def pipeline_only(url: str, n: int, producers: int) -> Rate:
-    """The pipeline alone (``--profile``)."""
-    from gateway.outbound import DeliveryRequest
-
-    requests = [DeliveryRequest("example", p["target"], p["text"]) for p in (payload(i) for i in range(n))]
+async def pipeline_only(url: str | None, n: int, producers: int) -> Rate:
+    """The pipeline alone (``--profile``, ``bench/outbound_cost.py``; no ``url``: the example
+    provider answers in memory, which leaves the outbox's own cost)."""
+    requests = pipeline_inputs(n)
     pipeline = Pipeline(url)
     try:
         async with anyio.create_task_group() as tg:
