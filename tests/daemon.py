@@ -49,6 +49,9 @@ class Daemon:
     """``switchboard run --config PATH`` with its stderr parsed as JSON log events."""
 
     def __init__(self, config: Path, *, env: dict[str, str] | None = None):
+        self.config = config
+        #: The control socket, from ``control.listening`` (set by :meth:`wait_ready`).
+        self.socket: Path | None = None
         full_env = {**os.environ, "SWITCHBOARD_GATEWAY__LOG_FORMAT": "json", **(env or {})}
         full_env.pop("SWITCHBOARD_CONFIG", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
@@ -91,6 +94,12 @@ class Daemon:
                 return event
         raise AssertionError("timed out waiting for a log event; output:\n" + self.output())
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for ``gateway.started``: the control socket serves, every service runs, accounts are launched."""
+        deadline = time.monotonic() + timeout
+        self.socket = Path(self.wait_event("control.listening", timeout)["socket"])
+        self.wait_event("gateway.started", max(deadline - time.monotonic(), 0.0))
+
     def output(self) -> str:
         return "\n".join(self.lines[-60:])
 
@@ -117,7 +126,12 @@ class Daemon:
 
 def run_cli(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """``switchboard ARGS --config CONFIG`` as a user would type it (no $SWITCHBOARD_CONFIG)."""
+    return subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(config)], capture_output=True,
+                          text=True, timeout=timeout, env=cli_env(), stdin=subprocess.DEVNULL)
+
+
+def cli_env() -> dict[str, str]:
+    """The CLI's environment in tests: no $SWITCHBOARD_CONFIG, and wide enough that tables do not wrap."""
     env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_CONFIG"}
     env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "gateway", *args, "--config", str(config)], capture_output=True,
-                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    return env

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
+import queue
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +18,7 @@ from typing import Any
 
 import pytest
 
-BIN = Path(sys.executable).parent / "switchboard"
-SWITCHBOARD = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "gateway"]
+from tests.daemon import Daemon, cli_env, run_cli
 
 ACCOUNTS = """
     [providers.example.accounts.default]
@@ -47,68 +47,10 @@ def write_config(tmp_path: Path, providers: str = ACCOUNTS, *, debounce_ms: int 
     return path
 
 
-def env() -> dict[str, str]:
-    out = {**os.environ, "COLUMNS": "200", "SWITCHBOARD_GATEWAY__LOG_FORMAT": "json"}
-    out.pop("SWITCHBOARD_CONFIG", None)
-    return out
-
-
-def cli(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SWITCHBOARD, *args, "--config", str(config)], capture_output=True, text=True,
-                          timeout=timeout, env=env(), stdin=subprocess.DEVNULL)
-
-
 def cli_json(config: Path, *args: str) -> dict[str, Any]:
-    result = cli(config, *args, "--json")
+    result = run_cli(config, *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
-
-
-class Daemon:
-    """``switchboard run --config PATH`` with its output in a file."""
-
-    def __init__(self, config: Path, log: Path):
-        self.config = config
-        self.log_path = log
-        self.socket = config.parent / "state" / "control.sock"
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen([*SWITCHBOARD, "run", "--config", str(config)], stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env())
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Poll the control socket until ``/healthz`` answers."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
-            if healthz(self.socket):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"daemon not ready after {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-
-def healthz(path: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2)
-            sock.connect(str(path))
-            sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
-            return sock.recv(64).split(b"\r\n", 1)[0].endswith(b" 200 OK")
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -116,7 +58,7 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
     def start(config: Path | None = None) -> Daemon:
-        d = Daemon(config or write_config(tmp_path), tmp_path / f"daemon{len(started)}.log")
+        d = Daemon(config or write_config(tmp_path))
         started.append(d)
         d.wait_ready()
         return d
@@ -126,18 +68,71 @@ def daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         d.stop()
 
 
-def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+class StatusWatch:
+    """``switchboard status --watch --json``: a full report per line, pushed when the daemon's status changes."""
+
+    def __init__(self, config: Path):
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "status", "--watch", "--json",
+                                      "--config", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=cli_env())
+        self.reports: list[dict[str, Any]] = []
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put(json.loads(line))
+        self._queue.put(None)
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
+        """The first report (from now on) that ``predicate`` accepts."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                report = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if report is None:
+                assert self.proc.stderr is not None
+                raise AssertionError(f"status --watch exited ({self.proc.wait()}): {self.proc.stderr.read()}")
+            self.reports.append(report)
+            if predicate(report):
+                return report
+        raise AssertionError(f"no matching status report within {timeout} s; the last: {self.reports[-1:]}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
-def states(config: Path) -> dict[str, str]:
-    return {a["account"]: a["state"] for a in cli_json(config, "status")["accounts"]}
+def states(report: dict[str, Any]) -> dict[str, str]:
+    return {a["account"]: a["state"] for a in report["accounts"]}
+
+
+def wait_for_states(config: Path, check: Callable[[dict[str, str]], bool], timeout: float = 20.0) -> None:
+    """Wait until the accounts' states pass ``check`` (no log event marks an account reaching ``running``)."""
+    watch = StatusWatch(config)
+    try:
+        watch.wait_for(lambda report: check(states(report)), timeout)
+    finally:
+        watch.close()
+
+
+def account_failed(account: str) -> Callable[[dict[str, Any]], bool]:
+    """The supervisor's ``account.failed`` log event for ``account`` (logged once its state is ``failed``)."""
+    return lambda e: e.get("event") == "account.failed" and e.get("account") == account
+
+
+def reload_done(action: str) -> Callable[[dict[str, Any]], bool]:
+    """A ``reload.done`` log event whose actions include ``action`` (logged once the reload was applied)."""
+    return lambda e: e.get("event") == "reload.done" and action in e.get("actions", [])
 
 
 # --- status ------------------------------------------------------------------------------------------
@@ -145,9 +140,9 @@ def states(config: Path) -> dict[str, str]:
 
 def test_status_json_has_every_stable_key_and_the_socket_is_0600(daemon, tmp_path):
     d = daemon()
-    wait_until(lambda: states(d.config).get("locked") == "failed", what="locked to fail")
+    d.wait_event(account_failed("locked"), timeout=20)
     report = cli_json(d.config, "status")
-    assert stat.S_IMODE(d.socket.stat().st_mode) == 0o600
+    assert d.socket is not None and stat.S_IMODE(d.socket.stat().st_mode) == 0o600
     assert set(report) == {"gateway", "accounts", "issues"}
     assert {"version", "pid", "started_at", "config_path", "reload"} <= set(report["gateway"])
     assert {"mode", "last_at", "last_ok", "last_error"} <= set(report["gateway"]["reload"])
@@ -161,8 +156,8 @@ def test_status_json_has_every_stable_key_and_the_socket_is_0600(daemon, tmp_pat
 
 def test_status_table_shows_states_errors_and_warnings_with_fixes(daemon):
     d = daemon()
-    wait_until(lambda: states(d.config).get("locked") == "failed", what="locked to fail")
-    result = cli(d.config, "status")
+    d.wait_event(account_failed("locked"), timeout=20)
+    result = run_cli(d.config, "status")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.split()[:4] == ["example", "default", "running", "yes"] for line in lines)
@@ -180,7 +175,7 @@ def test_probe_through_the_cli_is_bounded_and_per_account(daemon, tmp_path):
         [providers.example.accounts.down]
         probe_fail = true
         """))
-    wait_until(lambda: set(states(d.config).values()) == {"running"}, what="accounts running")
+    wait_for_states(d.config, lambda accounts: set(accounts.values()) == {"running"})
     started = time.monotonic()
     report = cli_json(d.config, "status", "--probe", "--timeout-ms", "500")
     assert time.monotonic() - started < 15
@@ -192,22 +187,16 @@ def test_probe_through_the_cli_is_bounded_and_per_account(daemon, tmp_path):
 
 def test_status_watch_prints_a_new_report_when_an_account_changes(daemon):
     d = daemon()
-    watch = subprocess.Popen([*SWITCHBOARD, "status", "--watch", "--json", "--config", str(d.config)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    watch = StatusWatch(d.config)
     try:
-        assert watch.stdout is not None
-        first = json.loads(watch.stdout.readline())
+        first = watch.wait_for(lambda report: True)
         assert "accounts" in first
-        assert cli(d.config, "accounts", "stop", "--provider", "example", "--account", "default").returncode == 0
-        while True:  # each line is a full report; the stop shows up within a few
-            report = json.loads(watch.stdout.readline())
-            if any(a["account"] == "default" and a["state"] == "stopped" for a in report["accounts"]):
-                break
-        watch.send_signal(signal.SIGINT)
-        assert watch.wait(timeout=10) == 0
+        assert run_cli(d.config, "accounts", "stop", "--provider", "example", "--account", "default").returncode == 0
+        watch.wait_for(lambda report: states(report).get("default") == "stopped")  # within a few full reports
+        watch.proc.send_signal(signal.SIGINT)
+        assert watch.proc.wait(timeout=10) == 0
     finally:
-        watch.kill()
-        watch.wait(timeout=10)
+        watch.close()
 
 
 # --- one daemon per socket -------------------------------------------------------------------------
@@ -215,19 +204,20 @@ def test_status_watch_prints_a_new_report_when_an_account_changes(daemon):
 
 def test_a_second_run_on_the_same_state_dir_says_already_running_with_the_pid(daemon, tmp_path):
     d = daemon()
-    second = subprocess.run([*SWITCHBOARD, "run", "--config", str(d.config)], capture_output=True, text=True,
-                            timeout=60, env=env())
+    second = run_cli(d.config, "run")
     assert second.returncode != 0
     assert second.stderr.strip().splitlines() == [
         f"error: switchboard is already running (pid {d.proc.pid}) on {d.socket}"]
-    assert healthz(d.socket)  # the first one is untouched
+    assert cli_json(d.config, "status")["gateway"]["pid"] == d.proc.pid  # the first one is untouched
 
 
 def test_a_stale_socket_left_by_a_killed_daemon_is_replaced(daemon, tmp_path):
     first = daemon()
     first.proc.kill()
     first.proc.wait(timeout=10)
-    assert first.socket.exists() and not healthz(first.socket)
+    assert first.socket is not None and first.socket.exists()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, pytest.raises(ConnectionRefusedError):
+        sock.connect(str(first.socket))  # nobody answers on it
     second = daemon(first.config)
     assert cli_json(second.config, "status")["gateway"]["pid"] == second.proc.pid
 
@@ -243,7 +233,7 @@ def test_a_stale_socket_left_by_a_killed_daemon_is_replaced(daemon, tmp_path):
 ])
 def test_commands_that_need_the_daemon_say_it_is_not_running_in_one_line(tmp_path, args):
     config = write_config(tmp_path)
-    result = cli(config, *args)
+    result = run_cli(config, *args)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -256,7 +246,7 @@ def test_commands_that_need_the_daemon_say_it_is_not_running_in_one_line(tmp_pat
 
 def test_providers_add_is_listed_keeps_comments_and_the_running_daemon_starts_it(daemon):
     d = daemon()
-    added = cli(d.config, "providers", "add", "--provider", "ex", "--account", "Alerts", "--set", "greeting=yo")
+    added = run_cli(d.config, "providers", "add", "--provider", "ex", "--account", "Alerts", "--set", "greeting=yo")
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith('Added Example account "alerts"')
     text = d.config.read_text()
@@ -265,22 +255,24 @@ def test_providers_add_is_listed_keeps_comments_and_the_running_daemon_starts_it
     listing = cli_json(d.config, "providers", "list")
     example = next(p for p in listing["providers"] if p["id"] == "example")
     assert "alerts" in [a["account"] for a in example["accounts"]]
-    table = cli(d.config, "providers", "list").stdout
+    table = run_cli(d.config, "providers", "list").stdout
     assert any(line.split()[:3] == ["example", "(ex)", "alerts"] for line in table.splitlines())
-    wait_until(lambda: states(d.config).get("alerts") == "running", what="alerts to run")
+    d.wait_event(reload_done("started: example/alerts"), timeout=20)
+    wait_for_states(d.config, lambda accounts: accounts.get("alerts") == "running")
 
 
 def test_providers_disable_stops_the_account_in_the_running_daemon(daemon):
     d = daemon()
-    result = cli(d.config, "providers", "disable", "--provider", "example", "--account", "broken")
+    result = run_cli(d.config, "providers", "disable", "--provider", "example", "--account", "broken")
     assert result.returncode == 0, result.stderr
-    wait_until(lambda: states(d.config).get("broken") == "disabled", what="broken to be disabled")
+    d.wait_event(reload_done("restarted: example/broken"), timeout=20)
+    assert states(cli_json(d.config, "status"))["broken"] == "disabled"
 
 
 def test_an_invalid_add_is_refused_with_the_problems_and_the_file_is_untouched(tmp_path):
     config = write_config(tmp_path)
     before = config.read_text()
-    result = cli(config, "providers", "add", "--provider", "example", "--account", "x", "--set", "colour=red")
+    result = run_cli(config, "providers", "add", "--provider", "example", "--account", "x", "--set", "colour=red")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: not written: {config} would be invalid after this change:",
@@ -293,13 +285,13 @@ def test_an_invalid_add_is_refused_with_the_problems_and_the_file_is_untouched(t
 
 def test_send_and_poll_with_wait_report_delivery(daemon):
     d = daemon()
-    wait_until(lambda: states(d.config).get("default") == "running", what="default to run")
+    wait_for_states(d.config, lambda accounts: accounts.get("default") == "running")
     sent = cli_json(d.config, "send", "--provider", "ex", "--to", "chat:42", "--text", "hello", "--wait")
     assert sent["message"]["state"] == "delivered" and sent["message"]["account"] == "default"
     polled = cli_json(d.config, "poll", "--provider", "example", "--to", "chat:42", "--question", "Lunch?",
                       "--option", "pizza", "--option", "sushi", "--multi", "--wait")
     assert polled["message"]["state"] == "delivered"
-    human = cli(d.config, "send", "--provider", "example", "--to", "chat:42", "--text", "hi", "--wait")
+    human = run_cli(d.config, "send", "--provider", "example", "--to", "chat:42", "--text", "hi", "--wait")
     assert human.returncode == 0 and human.stdout.startswith("delivered ")
     status = cli_json(d.config, "status")
     assert next(a for a in status["accounts"] if a["account"] == "default")["last_outbound_at"]
@@ -307,19 +299,20 @@ def test_send_and_poll_with_wait_report_delivery(daemon):
 
 def test_send_problems_are_one_line_errors(daemon):
     d = daemon()
-    bad_target = cli(d.config, "send", "--provider", "example", "--to", "fax:1", "--text", "x")
+    bad_target = run_cli(d.config, "send", "--provider", "example", "--to", "fax:1", "--text", "x")
     assert bad_target.returncode == 1
     assert bad_target.stderr.splitlines() == ["error: Example target must be chat:<id> or user:<id>, got 'fax:1'"]
-    no_text = cli(d.config, "send", "--provider", "example", "--to", "chat:1")
+    no_text = run_cli(d.config, "send", "--provider", "example", "--to", "chat:1")
     assert no_text.returncode == 1 and no_text.stderr.startswith("error: nothing to send")
-    one_option = cli(d.config, "poll", "--provider", "example", "--to", "chat:1", "--question", "?", "--option", "a")
+    one_option = run_cli(d.config, "poll", "--provider", "example", "--to", "chat:1", "--question", "?",
+                         "--option", "a")
     assert one_option.returncode == 1 and "at least two" in one_option.stderr
 
 
 def test_reload_prints_what_changed_and_what_was_done(daemon, tmp_path):
     d = daemon(write_config(tmp_path, debounce_ms=60_000))  # only this command reloads
     d.config.write_text(d.config.read_text() + "[providers.example.accounts.extra]\n")
-    result = cli(d.config, "reload")
+    result = run_cli(d.config, "reload")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("reload ok")
@@ -329,7 +322,7 @@ def test_reload_prints_what_changed_and_what_was_done(daemon, tmp_path):
 def test_a_rejected_reload_exits_1_with_the_problems(daemon, tmp_path):
     d = daemon(write_config(tmp_path, debounce_ms=60_000))
     d.config.write_text(d.config.read_text() + "[providers.example.accounts.extra]\ncolour = 1\n")
-    result = cli(d.config, "reload")
+    result = run_cli(d.config, "reload")
     assert result.returncode == 1
     assert result.stdout.splitlines()[0].startswith("reload failed")
     assert result.stderr.splitlines() == ["  error: providers.example.accounts.extra.colour: unknown key"]
@@ -339,8 +332,8 @@ def test_a_rejected_reload_exits_1_with_the_problems(daemon, tmp_path):
 
 def test_accounts_restart_shows_the_new_state(daemon):
     d = daemon()
-    wait_until(lambda: states(d.config).get("locked") == "failed", what="locked to fail")
-    result = cli(d.config, "accounts", "restart", "--provider", "example", "--account", "locked")
+    d.wait_event(account_failed("locked"), timeout=20)
+    result = run_cli(d.config, "accounts", "restart", "--provider", "example", "--account", "locked")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "example/locked: failed (AuthFailed: the example token was rejected)"
 
@@ -353,8 +346,8 @@ def test_outbox_list_and_drop(daemon, tmp_path):
     queued = cli_json(d.config, "send", "--provider", "example", "--to", "chat:1", "--text", "x")["message"]
     listing = cli_json(d.config, "outbox", "list")
     assert queued["id"] in [m["id"] for m in listing["messages"]]
-    dropped = cli(d.config, "outbox", "drop", queued["id"])
+    dropped = run_cli(d.config, "outbox", "drop", queued["id"])
     assert dropped.returncode == 0 and dropped.stdout.strip() == f"dropped {queued['id']}"
-    missing = cli(d.config, "outbox", "retry", queued["id"])
+    missing = run_cli(d.config, "outbox", "retry", queued["id"])
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"error: no outbox message {queued['id']}; see `switchboard outbox list`"
