@@ -139,7 +139,7 @@ async def paired(url: str, n: int, producers: int, blocks: int) -> tuple[Rate, R
     """(pipeline, bare 32 in flight): alternating blocks in one event loop."""
     from gateway.outbound import DeliveryRequest
 
-    bodies = [payload(i) for i in range(n)]
+    bodies = bare_inputs(n)
     requests = [DeliveryRequest("example", body["target"], body["text"]) for body in bodies]
     warm = [DeliveryRequest("example", body["target"], body["text"]) for body in bodies[:200]]
     size = -(-n // blocks)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class NotifySocket:
@@ -45,6 +45,51 @@ class NotifySocket:
         self.sock.close()
 
 
+class JsonLines:
+    """A process's output read by a thread: every line kept, the JSON objects queued.
+
+    ``next_object(deadline)`` returns the next object, ``None`` once the output ends, and
+    raises ``TimeoutError`` at ``deadline`` (a ``time.monotonic()`` value).
+    """
+
+    def __init__(self, pipe: IO[str]):
+        self.lines: list[str] = []
+        self._pipe = pipe
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._pipe:
+            self.lines.append(line.rstrip("\n"))
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                self._queue.put(value)
+        self._queue.put(None)
+
+    def next_object(self, deadline: float) -> dict[str, Any] | None:
+        try:
+            return self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except queue.Empty:
+            raise TimeoutError from None
+
+    def join(self, timeout: float) -> None:
+        """Wait for the output to end (the process exited), so ``lines`` is complete."""
+        self._reader.join(timeout=timeout)
+
+    def drain(self) -> list[dict[str, Any]]:
+        """The objects queued and not yet returned by :meth:`next_object`."""
+        out = []
+        while not self._queue.empty():
+            value = self._queue.get()
+            if value is not None:
+                out.append(value)
+        return out
+
+
 class Daemon:
     """``switchboard run --config PATH`` with its stderr parsed as JSON log events."""
 
@@ -57,23 +102,10 @@ class Daemon:
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=full_env, text=True)
-        self.events: list[dict[str, Any]] = []
-        self.lines: list[str] = []
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                self._queue.put(event)
-        self._queue.put(None)
+        self.events: list[dict[str, Any]] = []
+        self._output = JsonLines(self.proc.stdout)
+        self.lines = self._output.lines
 
     def wait_event(self, predicate: Callable[[dict[str, Any]], bool] | str, timeout: float = 15.0) -> dict[str, Any]:
         """Wait for a log event (by name or predicate), looking at what was already seen first."""
@@ -82,17 +114,25 @@ class Daemon:
             if test(event):
                 return event
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
+        while True:
             try:
-                event = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
+                event = self._output.next_object(deadline)
+            except TimeoutError:
+                raise AssertionError("timed out waiting for a log event; output:\n" + self.output()) from None
             if event is None:
                 raise AssertionError(f"daemon exited ({self.proc.poll()}) before the event; output:\n" + self.output())
             self.events.append(event)
             if test(event):
                 return event
-        raise AssertionError("timed out waiting for a log event; output:\n" + self.output())
+
+    def join_output(self, timeout: float = 5.0) -> None:
+        """After the daemon exited: wait until its whole output is read."""
+        self._output.join(timeout)
+
+    def unread_events(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """After the daemon exited: its log events that no ``wait_event`` has looked at yet."""
+        self._output.join(timeout)
+        return self._output.drain()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait for ``gateway.started``: the control socket serves, every service runs, accounts are launched."""

@@ -18,19 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Daemon
+from tests.support import tool_unavailable
 from tests.test_webchat import free_port
 
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must provide it (apt-get install -y chromium; pip install playwright)",
-                    pytrace=False)
-    pytest.skip(reason)
 
 
 @dataclass
@@ -42,11 +36,11 @@ class RunningDaemon:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        _unavailable(f"chromium not found at {CHROMIUM}")
+        tool_unavailable(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        _unavailable("the playwright package is not installed")
+        tool_unavailable("the playwright package is not installed (pip install playwright)")
     tmp = tmp_path_factory.mktemp("browser")
     port = free_port()
     token_file = tmp / "token"  # missing on purpose: the daemon creates it (mode 0600)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.daemon import Daemon, cli_env, run_cli
+from tests.daemon import Daemon, JsonLines, cli_env, run_cli
 
 ACCOUNTS = """
     [providers.example.accounts.default]
@@ -75,38 +73,31 @@ class StatusWatch:
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "status", "--watch", "--json",
                                       "--config", str(config)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=cli_env())
-        self.reports: list[dict[str, Any]] = []
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._queue.put(json.loads(line))
-        self._queue.put(None)
+        self.reports: list[dict[str, Any]] = []
+        self._output = JsonLines(self.proc.stdout)
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
         """The first report (from now on) that ``predicate`` accepts."""
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
+        while True:
             try:
-                report = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
+                report = self._output.next_object(deadline)
+            except TimeoutError:
+                raise AssertionError(f"no matching status report within {timeout} s; "
+                                     f"the last: {self.reports[-1:]}") from None
             if report is None:
                 assert self.proc.stderr is not None
                 raise AssertionError(f"status --watch exited ({self.proc.wait()}): {self.proc.stderr.read()}")
             self.reports.append(report)
             if predicate(report):
                 return report
-        raise AssertionError(f"no matching status report within {timeout} s; the last: {self.reports[-1:]}")
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=10)
-        self._reader.join(timeout=10)
+        self._output.join(timeout=10)
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()

@@ -43,7 +43,7 @@ def test_sigterm_stops_gracefully_with_exit_code_zero_and_stopping_on_notify_soc
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=20) == 0
         notify.wait_for("STOPPING=1", timeout=1)
-        names = [e.get("event") for e in daemon.events] + [e.get("event") for e in _drain(daemon)]
+        names = [e.get("event") for e in daemon.events] + [e.get("event") for e in daemon.unread_events()]
         assert "gateway.stopped" in names
     finally:
         daemon.kill()
@@ -89,20 +89,12 @@ def test_invalid_config_at_startup_exits_non_zero_with_every_problem(tmp_path):
         """)
     daemon = Daemon(path)
     code = daemon.wait(timeout=30)
-    daemon._reader.join(timeout=5)
+    daemon.join_output()
     assert code == 78
     assert "providers.example.accounts.bad.greting: unknown key" in daemon.output()
     assert "Traceback" not in daemon.output()
 
 
-def _drain(daemon: Daemon) -> list[dict]:
-    daemon._reader.join(timeout=5)
-    out = []
-    while not daemon._queue.empty():
-        item = daemon._queue.get()
-        if item is not None:
-            out.append(item)
-    return out
 
 
 def test_the_daemon_pings_the_watchdog_from_its_event_loop(tmp_path, notify):

@@ -79,7 +79,7 @@ async def stop_gracefully(daemon: Daemon) -> None:
         raise AssertionError("daemon did not exit within 15s of SIGTERM; last output:\n"
                              + daemon.output()) from None
     # The reader thread sees EOF right after exit: join it so output() is complete on failure.
-    await anyio.to_thread.run_sync(daemon._reader.join, 5.0)
+    await anyio.to_thread.run_sync(daemon.join_output, 5.0)
     assert code == 0, f"exit code {code} after SIGTERM; last output:\n{daemon.output()}"
 
 

@@ -358,14 +358,8 @@ class Dispatcher:
             return _DONE
         job.updated = time.time()
         # The job says "delivered" only once the table does (get() never runs ahead of it),
-        # and this lane sends nothing more until then. (journal.commit() inlined: one
-        # coroutine fewer per message.)
-        journal = self.store.journal
-        batch, index = journal.queue(job.final_statement(DELIVERED, None, None))
-        await journal.wait(batch)
-        error = batch.error(index)
-        if error is not None:
-            raise error
+        # and this lane sends nothing more until then.
+        await self.store.journal.commit(job.final_statement(DELIVERED, None, None))
         job.state, job.last_error, job.error_code = DELIVERED, None, None
         self._finished(account, job)
         return _DONE

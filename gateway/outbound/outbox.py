@@ -443,6 +443,6 @@ class Outbox:
 def _new_job(id_prefix: str, seq: int, resolved: Resolved, request: DeliveryRequest, parts: list[Part],
              media: dict[int, MediaPayload] | None) -> Job:
     now = time.time()
-    target_str = resolved.target_str if resolved.target_str is not None else str(resolved.target)
-    return Job(seq, make_id(id_prefix, seq), resolved.key, resolved.target, target_str, parts, request.reply_to,
-               request.thread, now, now, idempotency_key=request.idempotency_key, media=media or None)
+    return Job(seq, make_id(id_prefix, seq), resolved.key, resolved.target, resolved.target_str, parts,
+               request.reply_to, request.thread, now, now, idempotency_key=request.idempotency_key,
+               media=media or None)

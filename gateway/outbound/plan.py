@@ -52,12 +52,12 @@ class Resolved:
     #: ``measure(render(text))`` for this provider.
     measure: Callable[[str], int]
     #: ``str(target)``: the outbox's queue key and the row's ``target`` column.
-    target_str: str | None = None
+    target_str: str
     #: Chunk limit (the account's ``text_chunk_limit``, else the provider's), chunker and
     #: line cap, looked up once per resolved target rather than per message.
-    text_limit: int = 0
-    chunker: str = "plain"
-    max_lines: int | None = None
+    text_limit: int
+    chunker: str
+    max_lines: int | None
 
 
 def resolve(config: Config, registry: Registry, request: DeliveryRequest,
